@@ -14,7 +14,7 @@ import sys
 class _TorchvisionSchemaRepair:
     _done = False
 
-    def find_spec(self, name, path=None, target=None):  # noqa: D102
+    def find_spec(self, name, path=None, target=None):
         if name == "torchvision" and not self._done:
             type(self)._done = True
             try:
@@ -22,11 +22,9 @@ class _TorchvisionSchemaRepair:
 
                 lib = torch.library.Library("torchvision", "FRAGMENT")
                 lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-                lib.define(
-                    "qnms(Tensor qdets, Tensor qscores, float iou_threshold) -> Tensor"
-                )
+                lib.define("qnms(Tensor qdets, Tensor qscores, float iou_threshold) -> Tensor")
                 sys.modules[__name__ + "._lib"] = lib  # keep the fragment alive
-            except Exception:  # noqa: BLE001 - never break an import
+            except Exception:
                 pass
         return None
 

@@ -63,9 +63,7 @@ def parameters_on_meta() -> Iterator[None]:
         original(module, name, param)
         if param is not None and param.device.type != "meta":
             p = module._parameters[name]
-            module._parameters[name] = nn.Parameter(
-                p.detach().to("meta"), requires_grad=p.requires_grad
-            )
+            module._parameters[name] = nn.Parameter(p.detach().to("meta"), requires_grad=p.requires_grad)
 
     nn.Module.register_parameter = register_parameter  # type: ignore[method-assign]
     try:
@@ -150,7 +148,10 @@ def build_layer_skeleton(
                 model = AutoModelForCausalLM.from_config(text_config, attn_implementation="eager")
     except (ValueError, KeyError) as e:
         mt = getattr(text_config, "model_type", "?")
-        raise UnsupportedArchitectureError(f"model type {mt!r} is not a decoder LLM: {e}. {_supported_message()}") from e
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UnsupportedArchitectureError(
+            f"model type {mt!r} is not a decoder LLM ({first}). {_supported_message()}"
+        ) from e
     num_layers = int(text_config.num_hidden_layers)
     list_name, layers = _layer_list(model, num_layers)
     rotary = _rotary_module(model)

@@ -156,7 +156,9 @@ def _load_bin(path: Path) -> dict[str, torch.Tensor]:
             "safe_serialization=True)) and load that folder instead."
         ) from e
     except (RuntimeError, EOFError, OSError) as e:
-        raise CheckpointError(f"cannot read {path} ({e}); it may be truncated or corrupt: re-download it") from e
+        raise CheckpointError(
+            f"cannot read {path} ({e}); it may be truncated or corrupt: re-download it"
+        ) from e
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise CheckpointError(
             f"{path} is not a flat state dict of tensors; save it with torch.save(model.state_dict())"

