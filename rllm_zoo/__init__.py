@@ -19,12 +19,16 @@ from .llm import (
     load_llm_block,
 )
 
+from . import timm_vit  # noqa: F401  (registers the rllm_vit_* family in timm)
+from .timm_vit import BoostedVisionTransformer, booster_args
+
 __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_LLM",
     "VARIANTS",
     "BlockInfo",
+    "BoostedVisionTransformer",
     "CheckpointError",
     "LLMBlock",
     "LLMBooster",
@@ -32,6 +36,7 @@ __all__ = [
     "UnitRMSNorm",
     "UnsupportedArchitectureError",
     "__version__",
+    "booster_args",
     "load_llm_block",
     "trainable_parameters",
 ]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import functools
+import hashlib
+import json
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -47,12 +49,38 @@ def gguf_config(path: str | os.PathLike):
     return copy.deepcopy(_cached_config(str(path.resolve()), st.st_size, st.st_mtime_ns))
 
 
+def cache_dir() -> Path:
+    """rllm_zoo's own cache folder (``$RLLM_ZOO_CACHE``, else ``~/.cache/rllm_zoo``)."""
+    return Path(os.environ.get("RLLM_ZOO_CACHE", Path.home() / ".cache" / "rllm_zoo"))
+
+
 @functools.lru_cache(maxsize=4)
 def _cached_config(path: str, size: int, mtime_ns: int):
+    """Parse the config once per file version; later processes read it from a small JSON cache.
+
+    transformers parses the whole GGUF metadata (tokenizer included) for the config, which
+    takes seconds for a 49k-token vocabulary; the cached JSON holds only the config.
+    """
     from transformers import AutoConfig
 
+    key = hashlib.sha256(f"{path}|{size}|{mtime_ns}".encode()).hexdigest()[:32]
+    cached = cache_dir() / "gguf-config" / f"{key}.json"
+    if cached.is_file():
+        try:
+            d = json.loads(cached.read_text(encoding="utf-8"))
+            return AutoConfig.for_model(d.pop("model_type"), **d)
+        except (ValueError, KeyError, TypeError):
+            pass  # stale or damaged cache entry: rebuild it below
     p = Path(path)
-    return AutoConfig.from_pretrained(str(p.parent), gguf_file=p.name)
+    config = AutoConfig.from_pretrained(str(p.parent), gguf_file=p.name)
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(config.to_json_string(use_diff=False), encoding="utf-8")
+        os.replace(tmp, cached)
+    except OSError:
+        pass  # a read-only home is fine: the in-process cache still applies
+    return config
 
 
 def gguf_license(path: str | os.PathLike) -> str | None:

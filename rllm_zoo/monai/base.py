@@ -1,0 +1,86 @@
+"""What the boosted MONAI networks share: input checks, CLS pooling, trainable parameters.
+
+Subclasses build ``self.head`` and ``self.booster`` and implement :meth:`forward_features`,
+which returns the final (normalised) tokens with the CLS token first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from monai.networks.blocks import TransformerBlock
+from torch import nn
+
+from .checks import check_input
+
+__all__ = ["BoostedNetwork", "transformer_stack"]
+
+
+def transformer_stack(
+    num_layers: int,
+    hidden_size: int,
+    mlp_dim: int,
+    num_heads: int,
+    dropout_rate: float = 0.0,
+    qkv_bias: bool = False,
+) -> nn.ModuleList:
+    """``num_layers`` MONAI :class:`~monai.networks.blocks.TransformerBlock` (pre-norm, SDPA attention).
+
+    Example:
+        >>> blocks = transformer_stack(2, hidden_size=32, mlp_dim=64, num_heads=4)
+        >>> len(blocks)
+        2
+    """
+    return nn.ModuleList(
+        TransformerBlock(
+            hidden_size,
+            mlp_dim,
+            num_heads,
+            dropout_rate=dropout_rate,
+            qkv_bias=qkv_bias,
+            use_flash_attention=True,
+        )
+        for _ in range(num_layers)
+    )
+
+
+class BoostedNetwork(nn.Module):
+    """Base of :class:`BoostedViT` and :class:`BoostedViViT` (not used on its own)."""
+
+    in_channels: int
+    img_size: tuple[int, ...]
+    booster: nn.Module | None
+    head: nn.Module
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise a ``ValueError`` that names the fix unless ``x`` is ``(B, in_channels, *img_size)``."""
+        check_input(x, self.in_channels, self.img_size)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, num_classes)`` from the CLS token of :meth:`forward_features`."""
+        return self.head(self.forward_features(x)[:, 0])
+
+    def named_trainable_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """(name, parameter) pairs an optimizer should receive: the frozen LLM block is left out."""
+        for name, p in self.named_parameters():
+            if p.requires_grad:
+                yield name, p
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Parameters an optimizer should receive (``requires_grad``); the frozen LLM block is left out.
+
+        Example:
+            >>> opt = torch.optim.AdamW(net.trainable_parameters(), lr=1e-4)   # doctest: +SKIP
+        """
+        return [p for _, p in self.named_trainable_parameters()]
+
+    @property
+    def llm_info(self) -> dict | None:
+        """Where the booster's LLM block came from (``BlockInfo.to_dict()``), if it has one."""
+        block = getattr(self.booster, "block", None) if self.booster is not None else None
+        info = getattr(block, "info", None)
+        return info.to_dict() if hasattr(info, "to_dict") else None

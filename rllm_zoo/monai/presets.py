@@ -1,0 +1,115 @@
+"""Named presets of the boosted MONAI networks: the paper's sizes and small CPU-friendly ones.
+
+The paper sizes follow the R-LLM code (ZhixinLai/LLMBoostMedical, 3D_classification/main.py):
+28^3 inputs, 4^3 patches, 8 heads, MLP width equal to the token width.
+
+Example:
+    >>> from rllm_zoo.monai import create_network, list_networks
+    >>> "rllm_vit3d_small" in list_networks()
+    True
+    >>> net = create_network("rllm_vivit_tiny", num_classes=3, llm="random:smollm2")
+    >>> type(net).__name__, net.num_classes
+    ('BoostedViViT', 3)
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from torch import nn
+
+from .vit import BoostedViT
+from .vivit import BoostedViViT
+
+__all__ = ["PRESETS", "create_network", "list_networks", "preset_config"]
+
+_PAPER_3D: dict[str, Any] = dict(spatial_dims=3, img_size=28, patch_size=4, num_heads=8)
+_SMALL: dict[str, Any] = dict(hidden_size=192, mlp_dim=768, num_heads=3)
+
+#: name -> (network class, default arguments, one-line description)
+PRESETS: dict[str, tuple[type[nn.Module], dict[str, Any], str]] = {
+    "rllm_vit3d_paper": (
+        BoostedViT,
+        dict(_PAPER_3D, hidden_size=1024, mlp_dim=1024, num_layers=8),
+        "the paper's ViT3D: dim 1024, 8 layers, 8 heads, 4^3 patches on 28^3 (344 tokens)",
+    ),
+    "rllm_vit3d_small": (
+        BoostedViT,
+        dict(_SMALL, spatial_dims=3, img_size=28, patch_size=7, num_layers=4),
+        "small ViT3D for CPU: dim 192, 4 layers, 7^3 patches on 28^3 (65 tokens)",
+    ),
+    "rllm_vit3d_small_p4": (
+        BoostedViT,
+        dict(_SMALL, spatial_dims=3, img_size=28, patch_size=4, num_layers=4),
+        "small ViT3D with the paper's 4^3 patches: dim 192, 4 layers (344 tokens)",
+    ),
+    "rllm_vit2d_small": (
+        BoostedViT,
+        dict(_SMALL, spatial_dims=2, img_size=28, patch_size=4, num_layers=4),
+        "small 2D ViT for 28x28 MedMNIST images: dim 192, 4 layers, 4x4 patches (50 tokens)",
+    ),
+    "rllm_vivit_s": (
+        BoostedViViT,
+        dict(_PAPER_3D, hidden_size=512, mlp_dim=512, num_layers=4, num_temporal_layers=4),
+        "the paper's ViViT-S: dim 512, 4 spatial + 4 temporal layers, 4^3 patches on 28^3",
+    ),
+    "rllm_vivit_m": (
+        BoostedViViT,
+        dict(_PAPER_3D, hidden_size=1024, mlp_dim=1024, num_layers=8, num_temporal_layers=8),
+        "the paper's ViViT-M: dim 1024, 8 spatial + 8 temporal layers, 4^3 patches on 28^3",
+    ),
+    "rllm_vivit_tiny": (
+        BoostedViViT,
+        dict(_SMALL, spatial_dims=3, img_size=28, patch_size=4, num_layers=2, num_temporal_layers=2),
+        "small ViViT for CPU: dim 192, 2 spatial + 2 temporal layers, 4^3 patches on 28^3",
+    ),
+}
+
+
+def list_networks() -> list[str]:
+    """Preset names accepted by :func:`create_network`, sorted.
+
+    Example:
+        >>> list_networks()[:2]
+        ['rllm_vit2d_small', 'rllm_vit3d_paper']
+    """
+    return sorted(PRESETS)
+
+
+def _lookup(name: str) -> tuple[type[nn.Module], dict[str, Any], str]:
+    if name not in PRESETS:
+        close = difflib.get_close_matches(str(name), PRESETS, n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ValueError(f"unknown network {name!r}{hint}; known networks: {', '.join(list_networks())}")
+    return PRESETS[name]
+
+
+def preset_config(name: str) -> dict[str, Any]:
+    """The class name, default arguments and description of a preset (a copy).
+
+    Example:
+        >>> preset_config("rllm_vivit_s")["args"]["hidden_size"]
+        512
+    """
+    cls, args, doc = _lookup(name)
+    return {"class": cls.__name__, "args": dict(args), "description": doc}
+
+
+def create_network(name: str, **overrides: Any) -> nn.Module:
+    """Build the preset ``name``; ``overrides`` replace or add constructor arguments.
+
+    Any argument of :class:`BoostedViT` / :class:`BoostedViViT` can be overridden, e.g.
+    ``num_classes``, ``in_channels``, ``llm`` (``"smollm2"``, ``"random:smollm2"``, ``None``),
+    ``booster`` or ``use_booster=False`` for the baseline. From a MONAI bundle config::
+
+        "network_def": {"_target_": "rllm_zoo.monai.create_network",
+                        "name": "rllm_vit3d_small", "num_classes": 2, "llm": "smollm2"}
+
+    Example:
+        >>> net = create_network("rllm_vit3d_small", use_booster=False)
+        >>> net.booster is None
+        True
+    """
+    cls, args, _ = _lookup(name)
+    return cls(**{**args, **overrides})

@@ -1,0 +1,144 @@
+"""``BoostedViT``: a MONAI ViT (2D or 3D) with an R-LLM booster before the final norm.
+
+Layout: MONAI ``PatchEmbeddingBlock`` (conv patches + learnable positions), a CLS token,
+``num_layers`` MONAI ``TransformerBlock``, the booster (one frozen LLM block between two
+trainable adapters), the final ``LayerNorm``, CLS pooling and a linear head.
+
+Example:
+    >>> import torch
+    >>> from rllm_zoo.monai import BoostedViT
+    >>> net = BoostedViT(in_channels=1, img_size=28, patch_size=7, hidden_size=64, mlp_dim=128,
+    ...                  num_layers=2, num_heads=4, num_classes=2, llm="random:smollm2")
+    >>> net(torch.rand(2, 1, 28, 28, 28)).shape
+    torch.Size([2, 2])
+    >>> net.forward_features(torch.rand(2, 1, 28, 28, 28)).shape   # CLS + 4*4*4 patch tokens
+    torch.Size([2, 65, 64])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from monai.networks.blocks import PatchEmbeddingBlock
+from torch import nn
+
+from .base import BoostedNetwork, transformer_stack
+from .boosting import build_booster
+from .checks import (
+    as_spatial_tuple,
+    check_patch_grid,
+    check_positive_int,
+    check_spatial_dims,
+    check_transformer_sizes,
+)
+
+__all__ = ["BoostedViT"]
+
+
+class BoostedViT(BoostedNetwork):
+    """Vision transformer for 2D/3D classification with an R-LLM booster (Lai et al., CVPR-W 2024).
+
+    Args:
+        spatial_dims: 3 for volumes ``(B, C, D, H, W)`` (ViT3D), 2 for images ``(B, C, H, W)``.
+        in_channels: input channels (1 for the 3D MedMNIST sets).
+        img_size: input size, an int or one int per spatial axis.
+        patch_size: patch size, an int or one per axis; must divide ``img_size``.
+        hidden_size: token width.
+        mlp_dim: hidden width of each transformer MLP.
+        num_layers: transformer blocks.
+        num_heads: attention heads (must divide ``hidden_size``).
+        num_classes: output logits.
+        dropout_rate: dropout in the patch embedding and the transformer blocks.
+        qkv_bias: bias in the attention's qkv projection.
+        use_booster: ``False`` gives the plain ViT baseline (no booster at all).
+        llm: LLM source for :func:`rllm_zoo.load_llm_block` (default ``"smollm2"``, the embedded
+            SmolLM2-135M; ``"random:smollm2"`` for the random-weights ablation), an ``nn.Module``
+            block, or ``None`` for the no-LLM ``mlp`` control.
+        llm_layer: layer of the LLM (``-1``: the last).
+        booster: booster variant: ``residual`` (R-LLM), ``out``, ``hybrid``, ``none`` or ``mlp``.
+        freeze_llm: keep the LLM block frozen (the paper's setting).
+        llm_post_norm: unit-weight RMSNorm after the LLM block.
+        llm_width: adapter width (read from the block when omitted).
+
+    ``forward(x)`` returns logits ``(B, num_classes)``; :meth:`forward_features` returns the
+    final tokens ``(B, 1 + num_patches, hidden_size)`` with the CLS token first.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int = 3,
+        in_channels: int = 1,
+        img_size: int | Sequence[int] = 28,
+        patch_size: int | Sequence[int] = 7,
+        hidden_size: int = 192,
+        mlp_dim: int = 768,
+        num_layers: int = 4,
+        num_heads: int = 3,
+        num_classes: int = 2,
+        dropout_rate: float = 0.0,
+        qkv_bias: bool = False,
+        use_booster: bool = True,
+        llm: str | nn.Module | None = "smollm2",
+        llm_layer: int = -1,
+        booster: str = "residual",
+        freeze_llm: bool = True,
+        llm_post_norm: bool = True,
+        llm_width: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.spatial_dims = check_spatial_dims(spatial_dims, (2, 3), "BoostedViT")
+        self.in_channels = check_positive_int(in_channels, "in_channels")
+        self.img_size = as_spatial_tuple(img_size, self.spatial_dims, "img_size")
+        self.patch_size = as_spatial_tuple(patch_size, self.spatial_dims, "patch_size")
+        self.grid = check_patch_grid(self.img_size, self.patch_size)
+        check_transformer_sizes(hidden_size, mlp_dim, num_heads, dropout_rate)
+        check_positive_int(num_layers, "num_layers")
+        self.num_classes = check_positive_int(num_classes, "num_classes")
+        self.hidden_size = hidden_size
+
+        self.patch_embedding = PatchEmbeddingBlock(
+            in_channels=in_channels,
+            img_size=self.img_size,
+            patch_size=self.patch_size,
+            hidden_size=hidden_size,
+            num_heads=num_heads,
+            proj_type="conv",
+            pos_embed_type="learnable",
+            dropout_rate=dropout_rate,
+            spatial_dims=self.spatial_dims,
+        )
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, hidden_size))
+        self.blocks = transformer_stack(num_layers, hidden_size, mlp_dim, num_heads, dropout_rate, qkv_bias)
+        self.booster = build_booster(
+            hidden_size,
+            use_booster=use_booster,
+            llm=llm,
+            llm_layer=llm_layer,
+            booster=booster,
+            freeze_llm=freeze_llm,
+            llm_post_norm=llm_post_norm,
+            llm_width=llm_width,
+        )
+        self.norm = nn.LayerNorm(hidden_size)
+        self.head = nn.Linear(hidden_size, num_classes)
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens the encoder sees: the patches plus the CLS token."""
+        n = 1
+        for g in self.grid:
+            n *= g
+        return n + 1
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Final tokens ``(B, 1 + num_patches, hidden_size)`` after booster and norm, CLS first."""
+        self.check_input(x)
+        tokens = self.patch_embedding(x)
+        cls = self.cls_token.expand(tokens.shape[0], -1, -1)
+        tokens = torch.cat([cls, tokens], dim=1)
+        for block in self.blocks:
+            tokens = block(tokens)
+        if self.booster is not None:
+            tokens = self.booster(tokens)
+        return self.norm(tokens)

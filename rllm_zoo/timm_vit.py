@@ -1,0 +1,344 @@
+"""2D model family: timm Vision Transformers boosted by one frozen LLM block.
+
+``import rllm_zoo`` registers the family in timm, so the usual timm habits hold::
+
+    >>> import timm, rllm_zoo                                            # doctest: +SKIP
+    >>> timm.list_models("rllm_*")                                       # doctest: +SKIP
+    ['rllm_vit_base_patch16_224', 'rllm_vit_small_patch4_28', ...]
+    >>> model = timm.create_model("rllm_vit_small_patch4_28", num_classes=5)  # SmolLM2 layer -1
+    >>> paper = timm.create_model("rllm_vit_small_patch16_224", llm="huggyllama/llama-7b", llm_layer=31)
+
+The booster sits after the last encoder block and before the final norm (the
+paper's place). It is attached as a forward hook on the last block, so every timm
+code path (``forward_features``, ``forward_intermediates``, ``features_only``,
+gradient checkpointing) runs it, and the ViT's state-dict keys stay timm's own:
+the booster's are ``booster.*``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from timm.data import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models._builder import resolve_pretrained_cfg
+from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
+from torch import nn
+
+from .booster import VARIANTS, LLMBooster
+from .llm import DEFAULT_LLM, load_llm_block
+
+__all__ = ["BOOSTER_ARGS", "BoostedVisionTransformer", "booster_args", "default_hub_org"]
+
+#: Keyword arguments of the booster, recorded in ``model.booster_args`` (JSON-serialisable).
+BOOSTER_ARGS = ("llm", "llm_layer", "booster", "freeze_llm", "llm_post_norm", "llm_revision")
+
+#: Hub organisation that hosts the zoo's pretrained tags.
+default_hub_org = "rllm-zoo"
+
+
+class BoostedVisionTransformer(VisionTransformer):
+    """A timm ``VisionTransformer`` with an :class:`~rllm_zoo.booster.LLMBooster` before the final norm.
+
+    Args:
+        llm: LLM source for :func:`rllm_zoo.load_llm_block` (default: the embedded SmolLM2);
+            ``"random:<source>"`` for a random-init block of that architecture.
+        llm_layer: which layer of the LLM (``-1``: the last, as in the paper).
+        booster: booster variant (``"residual"`` = R-LLM, ``"out"``, ``"hybrid"``, ``"none"``,
+            ``"mlp"``), or ``False`` (also ``None`` / ``"off"``) for the plain ViT baseline.
+        freeze_llm: keep the LLM block frozen (the paper's finding: fine-tuning hurts).
+        llm_post_norm: unit-weight RMSNorm after the block (as in the R-LLM code).
+        llm_revision: Hub revision of ``llm``.
+        vit_pretrained: initialise the ViT part from a timm checkpoint of the same width:
+            a timm model name (``"vit_small_patch16_224.augreg_in21k_ft_in1k"``), an
+            ``"hf-hub:"`` or ``"local-dir:"`` name, or a weights file. Position embeddings
+            and the patch stem are adapted by timm; the booster is freshly initialised.
+        vit_arch: the timm architecture a bare weights file in ``vit_pretrained`` belongs to.
+        **kwargs: timm ``VisionTransformer`` arguments (``img_size``, ``in_chans``,
+            ``num_classes``, ``embed_dim``, ``depth``...).
+    """
+
+    def __init__(
+        self,
+        *,
+        llm: str | None = DEFAULT_LLM,
+        llm_layer: int = -1,
+        booster: str | None = "residual",
+        freeze_llm: bool = True,
+        llm_post_norm: bool = True,
+        llm_revision: str | None = None,
+        vit_pretrained: str | None = None,
+        vit_arch: str = "vit_small_patch16_224",
+        **kwargs: Any,
+    ) -> None:
+        _validate_vit_args(kwargs)
+        super().__init__(**kwargs)
+        self.patch_embed.register_forward_pre_hook(self._check_input)
+        if booster in (None, False, "off"):
+            booster = None  # the plain ViT baseline
+        elif booster not in VARIANTS:
+            raise ValueError(
+                f"unknown booster variant {booster!r}; choose one of {', '.join(VARIANTS)} "
+                "(or booster=False for the plain ViT baseline)"
+            )
+        self.booster_args = {
+            "llm": llm,
+            "llm_layer": llm_layer,
+            "booster": booster if booster is not None else False,
+            "freeze_llm": freeze_llm,
+            "llm_post_norm": llm_post_norm,
+            "llm_revision": llm_revision,
+        }
+        self.booster: LLMBooster | None = None
+        if booster is not None:
+            if booster == "mlp" or llm is None:
+                if booster != "mlp":
+                    raise ValueError(f"booster={booster!r} needs an LLM; pass llm=... or use booster='mlp'")
+                block, width = None, _mlp_width(llm, llm_layer, llm_revision)
+            else:
+                block = load_llm_block(llm, layer=llm_layer, revision=llm_revision)
+                width = block.width
+            self.booster = LLMBooster(
+                self.embed_dim,
+                block,
+                variant=booster,
+                llm_width=width,
+                post_norm=llm_post_norm,
+                freeze=freeze_llm,
+            )
+            self._init_booster()
+            self.blocks[-1].register_forward_hook(self._apply_booster)
+        if vit_pretrained:
+            _load_vit_part(self, vit_pretrained, vit_arch)
+
+    def _check_input(self, module: nn.Module, args: tuple) -> None:
+        x = args[0]
+        want = self.patch_embed.proj.in_channels
+        if x.ndim != 4 or x.shape[1] != want:
+            raise ValueError(
+                f"expected images of shape (B, {want}, H, W), got {tuple(x.shape)}; create the model with "
+                f"in_chans={x.shape[1] if x.ndim == 4 else '?'} or convert the images"
+            )
+
+    def _init_booster(self) -> None:
+        assert self.booster is not None
+        for lin in (self.booster.adapter_in, self.booster.adapter_out):
+            nn.init.trunc_normal_(lin.weight, std=0.02)
+            if lin.bias is not None:
+                nn.init.zeros_(lin.bias)
+
+    def _apply_booster(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        return self.booster(output) if self.booster is not None else output
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Parameters an optimizer should receive (the frozen LLM block is left out)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def group_matcher(self, coarse: bool = False) -> dict:
+        matcher = dict(super().group_matcher(coarse))
+        # the booster belongs with the last block group (it runs right after it)
+        matcher["blocks"] = [
+            (r"^blocks\.(\d+)", None),
+            (r"^booster\.", (len(self.blocks) - 1,)),
+            (r"^norm", (99999,)),
+        ]
+        return matcher
+
+
+def _mlp_width(llm: str | None, layer: int, revision: str | None) -> int:
+    """The mlp control uses the LLM's width without its weights (random init, nothing read)."""
+    if llm is None:
+        raise ValueError("booster='mlp' needs the LLM width: pass llm=... (its weights are not used)")
+    src = llm if llm.startswith("random") else f"random:{llm}"
+    return load_llm_block(src, layer=layer, revision=revision).width
+
+
+def _validate_vit_args(kwargs: dict) -> None:
+    img = kwargs.get("img_size", 224)
+    patch = kwargs.get("patch_size", 16)
+    sizes = (img, img) if isinstance(img, int) else tuple(img)
+    patches = (patch, patch) if isinstance(patch, int) else tuple(patch)
+    if any(s % p for s, p in zip(sizes, patches, strict=True)) and not kwargs.get("dynamic_img_pad", False):
+        raise ValueError(
+            f"img_size {img} is not divisible by patch_size {patch}; use an image size that is a multiple "
+            f"of {patch} (e.g. {sizes[0] - sizes[0] % patches[0] or patches[0]}) or dynamic_img_pad=True"
+        )
+    in_chans = kwargs.get("in_chans", 3)
+    if not isinstance(in_chans, int) or in_chans < 1:
+        raise ValueError(f"in_chans must be a positive int, got {in_chans!r}")
+
+
+_WEIGHT_FILES = (".safetensors", ".pth", ".pt", ".bin", ".npz")
+
+
+def _load_vit_part(model: BoostedVisionTransformer, source: str, base_arch: str) -> None:
+    """Load a timm ViT checkpoint into ``model``'s ViT part through timm's own machinery.
+
+    timm adapts the checkpoint to this model (position-embedding resampling, patch-stem
+    channels, classifier reset when ``num_classes`` differs).
+    """
+    import timm
+
+    common = dict(
+        pretrained=True,
+        img_size=model.patch_embed.img_size,
+        patch_size=model.patch_embed.patch_size,
+        in_chans=model.patch_embed.proj.in_channels,
+        num_classes=model.num_classes,
+    )
+    if source.endswith(_WEIGHT_FILES):
+        src = timm.create_model(base_arch, pretrained_cfg_overlay={"file": source}, **common)
+    else:
+        src = timm.create_model(source, **common)
+    if getattr(src, "embed_dim", None) != model.embed_dim:
+        raise ValueError(
+            f"vit_pretrained={source!r} has width {getattr(src, 'embed_dim', '?')} but this model has "
+            f"{model.embed_dim}; pick a checkpoint of the same ViT size"
+        )
+    missing, unexpected = model.load_state_dict(src.state_dict(), strict=False)
+    bad = [k for k in missing if not k.startswith("booster.")]
+    if bad or unexpected:
+        raise ValueError(
+            f"vit_pretrained={source!r} does not fit {type(model).__name__}: missing {bad[:5]}, "
+            f"unexpected {list(unexpected)[:5]}"
+        )
+
+
+def _filter_fn(
+    state_dict: dict[str, torch.Tensor], model: BoostedVisionTransformer
+) -> dict[str, torch.Tensor]:
+    """timm's ViT checkpoint filter (pos-embed resampling, stem adaptation), booster kept as is."""
+    boost = {k: v for k, v in state_dict.items() if k.startswith("booster.")}
+    rest = {k: v for k, v in state_dict.items() if not k.startswith("booster.")}
+    out = checkpoint_filter_fn(rest, model)
+    out.update(boost)
+    return out
+
+
+def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> BoostedVisionTransformer:
+    out_indices = kwargs.pop("out_indices", 3)
+    hub_id = None
+    if pretrained:
+        cfg = resolve_pretrained_cfg(
+            variant,
+            pretrained_cfg=kwargs.get("pretrained_cfg"),
+            pretrained_cfg_overlay=kwargs.get("pretrained_cfg_overlay"),
+        )
+        hub_id = cfg.hf_hub_id
+        if not any((cfg.hf_hub_id, cfg.url, cfg.file, cfg.state_dict)):
+            raise RuntimeError(
+                f"{variant}.{cfg.tag or ''} has no published pretrained weights; use pretrained=False, "
+                f"or a tag listed by timm.list_pretrained('{variant}*')"
+            )
+    try:
+        return build_model_with_cfg(
+            BoostedVisionTransformer,
+            variant,
+            pretrained,
+            pretrained_filter_fn=_filter_fn,
+            feature_cfg=dict(out_indices=out_indices, feature_cls="getter"),
+            **kwargs,
+        )
+    except Exception as e:
+        if hub_id and _is_hub_error(e):
+            raise RuntimeError(
+                f"pretrained weights for {variant!r} could not be fetched from the Hugging Face Hub repo "
+                f"{hub_id!r} ({type(e).__name__}); they may not be published yet, or the Hub is unreachable. "
+                "Use pretrained=False, load your own weights with 'hf-hub:<repo>' or 'local-dir:<folder>', "
+                "or set HF_ENDPOINT to a Hub that has them."
+            ) from e
+        raise
+
+
+def _is_hub_error(e: BaseException) -> bool:
+    """True when ``e`` (or what caused it) comes from reaching the Hub."""
+    seen: BaseException | None = e
+    while seen is not None:
+        mod = type(seen).__module__
+        if mod.startswith(("huggingface_hub", "httpx", "requests")) or isinstance(
+            seen, ConnectionError | TimeoutError
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _cfg(**kwargs: Any) -> dict[str, Any]:
+    return {
+        "num_classes": 1000,
+        "pool_size": None,
+        "crop_pct": 1.0,
+        "interpolation": "bicubic",
+        "fixed_input_size": True,
+        "mean": IMAGENET_INCEPTION_MEAN,
+        "std": IMAGENET_INCEPTION_STD,
+        "first_conv": "patch_embed.proj",
+        "classifier": "head",
+        "license": "apache-2.0",
+        "paper_ids": "arXiv:2403.17343",
+        "paper_name": "Residual-based Language Models are Free Boosters for Biomedical Imaging",
+        **kwargs,
+    }
+
+
+def _medmnist_cfg(size: int, flag: str, num_classes: int, **kwargs: Any) -> dict[str, Any]:
+    return _cfg(
+        input_size=(3, size, size),
+        num_classes=num_classes,
+        crop_pct=1.0,
+        interpolation="bilinear",
+        **kwargs,
+    )
+
+
+default_cfgs = generate_default_cfgs(
+    {
+        # Untrained: random ViT + booster; the ViT part can start from any timm checkpoint
+        # of the same width (vit_pretrained=...).
+        "rllm_vit_tiny_patch16_224.untrained": _cfg(input_size=(3, 224, 224)),
+        "rllm_vit_small_patch16_224.untrained": _cfg(input_size=(3, 224, 224)),
+        "rllm_vit_base_patch16_224.untrained": _cfg(input_size=(3, 224, 224)),
+        "rllm_vit_tiny_patch8_64.untrained": _cfg(input_size=(3, 64, 64)),
+        "rllm_vit_small_patch8_64.untrained": _cfg(input_size=(3, 64, 64)),
+        # Native MedMNIST resolution. The RetinaMNIST tags are trained by the results table
+        # (docs/results.md) and published by `rllm-zoo publish`.
+        "rllm_vit_tiny_patch4_28.retinamnist_r_llm": _medmnist_cfg(
+            28, "retinamnist", 5, hf_hub_id=f"{default_hub_org}/rllm_vit_tiny_patch4_28.retinamnist_r_llm"
+        ),
+        "rllm_vit_tiny_patch4_28.untrained": _cfg(input_size=(3, 28, 28)),
+        "rllm_vit_small_patch4_28.untrained": _cfg(input_size=(3, 28, 28)),
+    }
+)
+
+
+def booster_args(model: nn.Module) -> dict[str, Any]:
+    """The booster keyword arguments a model was built with (for ``config.json`` ``model_args``)."""
+    args = getattr(model, "booster_args", None)
+    if args is None:
+        raise TypeError(f"{type(model).__name__} is not an rllm_zoo boosted model")
+    return dict(args)
+
+
+def _register(name: str, **arch: Any):
+    def factory(pretrained: bool = False, **kwargs: Any) -> BoostedVisionTransformer:
+        return _create(name, pretrained=pretrained, **{**arch, **kwargs})
+
+    factory.__name__ = name
+    factory.__qualname__ = name
+    shown = ", ".join(f"{k}={v}" for k, v in arch.items() if k != "vit_arch")
+    factory.__doc__ = f"{name}: ViT ({shown}) boosted by one frozen LLM block (default: SmolLM2 layer -1)."
+    return register_model(factory)
+
+
+_TINY = dict(embed_dim=192, depth=12, num_heads=3, vit_arch="vit_tiny_patch16_224")
+_SMALL = dict(embed_dim=384, depth=12, num_heads=6, vit_arch="vit_small_patch16_224")
+_BASE = dict(embed_dim=768, depth=12, num_heads=12, vit_arch="vit_base_patch16_224")
+
+rllm_vit_tiny_patch16_224 = _register("rllm_vit_tiny_patch16_224", patch_size=16, img_size=224, **_TINY)
+rllm_vit_small_patch16_224 = _register("rllm_vit_small_patch16_224", patch_size=16, img_size=224, **_SMALL)
+rllm_vit_base_patch16_224 = _register("rllm_vit_base_patch16_224", patch_size=16, img_size=224, **_BASE)
+rllm_vit_tiny_patch8_64 = _register("rllm_vit_tiny_patch8_64", patch_size=8, img_size=64, **_TINY)
+rllm_vit_small_patch8_64 = _register("rllm_vit_small_patch8_64", patch_size=8, img_size=64, **_SMALL)
+rllm_vit_tiny_patch4_28 = _register("rllm_vit_tiny_patch4_28", patch_size=4, img_size=28, **_TINY)
+rllm_vit_small_patch4_28 = _register("rllm_vit_small_patch4_28", patch_size=4, img_size=28, **_SMALL)
