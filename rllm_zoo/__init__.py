@@ -8,6 +8,7 @@ Example:
     torch.Size([2, 197, 384])
 """
 
+from . import timm_vit  # noqa: F401  (registers the rllm_vit_* family in timm)
 from .booster import VARIANTS, LLMBooster, UnitRMSNorm, trainable_parameters
 from .llm import (
     DEFAULT_LLM,
@@ -18,8 +19,6 @@ from .llm import (
     UnsupportedArchitectureError,
     load_llm_block,
 )
-
-from . import timm_vit  # noqa: F401  (registers the rllm_vit_* family in timm)
 from .timm_vit import BoostedVisionTransformer, booster_args
 
 __version__ = "0.1.0"

@@ -6,7 +6,7 @@ import pytest
 import timm
 import torch
 
-import rllm_zoo  # noqa: F401  (registers the family)
+import rllm_zoo
 from rllm_zoo import BoostedVisionTransformer, booster_args
 
 NAMES = timm.list_models("rllm_*")
