@@ -1,0 +1,135 @@
+"""The training configuration: one dataclass, loadable from YAML and overridable from the CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["TrainConfig", "atomic_write_text", "load_config"]
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs; ``config.yaml`` in the run directory holds the resolved copy.
+
+    Example:
+        >>> cfg = TrainConfig(flag="retinamnist", epochs=2)
+        >>> cfg.model, cfg.booster
+        ('rllm_vit_tiny_patch4_28', 'residual')
+    """
+
+    # data
+    flag: str = "retinamnist"
+    size: int = 28
+    data_root: str | None = None
+    download: bool = False
+    aug: str = "light"  # none | light | strong
+    # model: any timm name (rllm_* or plain timm ViT) or an rllm_zoo.monai preset for 3D
+    model: str = "rllm_vit_tiny_patch4_28"
+    llm: str | None = "smollm2"
+    llm_layer: int = -1
+    booster: str = "residual"  # residual | out | hybrid | none | mlp | off (baseline ViT)
+    freeze_llm: bool = True
+    llm_post_norm: bool = True
+    vit_pretrained: str | None = None
+    drop_path: float = 0.1
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    # optimisation: AdamW + cosine with linear warm-up
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 2.0
+    min_lr: float = 1e-6
+    label_smoothing: float = 0.1
+    grad_clip: float | None = 1.0
+    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16
+    # protocol
+    select_metric: str = "auc"  # the validation metric that picks the checkpoint: auc | acc | loss
+    seed: int = 0
+    # engine
+    out: str = "runs/run"
+    device: str = "auto"
+    workers: int = 0
+    eval_batch_size: int = 256
+    max_train_batches: int | None = None  # for smoke tests: cut each epoch short
+    progress: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> TrainConfig:
+        choices = {
+            "aug": ("none", "light", "strong"),
+            "booster": ("residual", "out", "hybrid", "none", "mlp", "off"),
+            "precision": ("auto", "fp32", "bf16"),
+            "select_metric": ("auc", "acc", "loss"),
+        }
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"{key}={getattr(self, key)!r} is not one of {', '.join(allowed)}")
+        for key in ("epochs", "batch_size", "eval_batch_size"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        return self
+
+
+def _coerce(value: str, default: Any, annotation: str) -> Any:
+    """Turn a CLI string into the field's type."""
+    if value.lower() in ("none", "null") and "None" in annotation:
+        return None
+    if "bool" in annotation:
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"expected a boolean, got {value!r}")
+    if "dict" in annotation:
+        return yaml.safe_load(value) or {}
+    if "int" in annotation and "float" not in annotation:
+        return int(value)
+    if "float" in annotation:
+        return float(value)
+    return value
+
+
+def load_config(
+    path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None
+) -> TrainConfig:
+    """A config from YAML (optional), then ``overrides`` (already typed or CLI strings)."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} must hold a YAML mapping of config keys")
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    for key, value in {**data, **(overrides or {})}.items():
+        if key not in fields:
+            raise ValueError(f"unknown config key {key!r}; known keys: {', '.join(fields)}")
+        if isinstance(value, str) and fields[key].type != "str":
+            value = _coerce(value, fields[key].default, str(fields[key].type))
+        data[key] = value
+    return TrainConfig(**data).validate()
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write via a temporary file in the same folder, then rename (never half-written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,359 @@
+"""The training engine: honest MedMNIST protocol, resumable, single- or multi-process (DDP).
+
+Protocol: the checkpoint is chosen on the validation split (``select_metric``); the test
+split is evaluated once, at the end, with the chosen checkpoint. Every epoch re-seeds the
+RNGs from ``(seed, epoch)``, so a run resumed after a crash (``resume=True``) reaches the
+same final metrics as an uninterrupted one.
+
+Example:
+    >>> from rllm_zoo.training import TrainConfig, fit
+    >>> metrics = fit(TrainConfig(flag="retinamnist", data_root="../shared/medmnist", epochs=2,
+    ...                           out="runs/demo"))                       # doctest: +SKIP
+    >>> metrics["test"]                                                   # doctest: +SKIP
+    {'auc': 0.71, 'acc': 0.52, 'loss': 1.2}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import yaml
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm.auto import tqdm
+
+from ..data import build_dataset, check_available, dataset_info
+from .checkpoint import llm_fingerprint, load_checkpoint, load_weights, save_checkpoint, trainable_state
+from .config import TrainConfig, atomic_write_text
+from .evaluation import loss_fn, medmnist_metrics, predict, targets_for_loss
+from .models import build_model, input_norm
+from .plots import plot_curves, plot_roc
+
+__all__ = ["RunExistsError", "evaluate_run", "fit", "fit_seeds", "summarize_seeds"]
+
+
+class RunExistsError(FileExistsError):
+    """The output folder already holds a run."""
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size); initialises the process group under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend=backend)
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _device(cfg: TrainConfig, rank: int) -> torch.device:
+    if cfg.device != "auto":
+        return torch.device(cfg.device)
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def _autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    if cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def _seed_epoch(cfg: TrainConfig, epoch: int, rank: int, datasets: list) -> None:
+    seed = (cfg.seed * 1_000_003 + epoch * 7919 + rank) % (2**31)
+    torch.manual_seed(seed)
+    for ds in datasets:  # MONAI randomisable transforms keep their own RNG
+        transform = getattr(ds, "transform", None)
+        if hasattr(transform, "set_random_state"):
+            transform.set_random_state(seed=seed)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, default=float) + "\n")
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def _loaders(cfg: TrainConfig, info, model: nn.Module, rank: int, world: int):
+    mean, std = input_norm(model)
+    common = dict(root=cfg.data_root, size=cfg.size, download=cfg.download and rank == 0, mean=mean, std=std)
+    train_ds = build_dataset(cfg.flag, "train", train_aug=cfg.aug, **common)
+    val_ds = build_dataset(cfg.flag, "val", **common)
+    test_ds = build_dataset(cfg.flag, "test", **common)
+    if cfg.batch_size % world:
+        raise ValueError(
+            f"batch_size {cfg.batch_size} must be divisible by the number of processes ({world})"
+        )
+    sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
+    train = DataLoader(train_ds, batch_size=cfg.batch_size // world, sampler=sampler, num_workers=cfg.workers)
+    val = DataLoader(val_ds, batch_size=cfg.eval_batch_size, num_workers=cfg.workers)
+    test = DataLoader(test_ds, batch_size=cfg.eval_batch_size, num_workers=cfg.workers)
+    return train_ds, train, val, test, sampler
+
+
+def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    from timm.optim import create_optimizer_v2
+
+    opt = create_optimizer_v2(model, opt="adamw", lr=cfg.lr, weight_decay=cfg.weight_decay)
+    frozen = {id(p) for p in model.parameters() if not p.requires_grad}
+    handed = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert not frozen & handed, "a frozen parameter reached the optimizer"
+    return opt
+
+
+def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
+    from timm.scheduler import CosineLRScheduler
+
+    total = cfg.epochs * steps_per_epoch
+    return CosineLRScheduler(
+        opt,
+        t_initial=total,
+        lr_min=cfg.min_lr,
+        warmup_t=int(cfg.warmup_epochs * steps_per_epoch),
+        warmup_lr_init=cfg.lr * 0.01,
+        t_in_epochs=False,
+    )
+
+
+def _better(metric: str, value: float, best: float | None) -> bool:
+    if best is None:
+        return True
+    return value < best if metric == "loss" else value > best
+
+
+def _prepare_out(out: Path, cfg: TrainConfig, resume: bool) -> dict | None:
+    """Check the run folder; return the last checkpoint when resuming."""
+    last = out / "last.pt"
+    if resume and last.is_file():
+        saved = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
+        changed = {
+            k
+            for k, v in cfg.to_dict().items()
+            if k not in ("progress", "out", "device", "workers") and saved.get(k) != v
+        }
+        if changed:
+            raise ValueError(
+                f"--resume with a different config ({', '.join(sorted(changed))}); resume with the same settings"
+            )
+        return load_checkpoint(last)
+    if not resume and (last.is_file() or (out / "metrics.json").is_file()):
+        raise RunExistsError(
+            f"{out} already holds a run; pass --resume to continue it, or choose another --out"
+        )
+    return None
+
+
+def fit(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
+    """Train ``cfg``, select on validation, test once; returns the content of ``metrics.json``."""
+    cfg.validate()
+    rank, world = _distributed()
+    device = _device(cfg, rank)
+    out = Path(cfg.out)
+    info = dataset_info(cfg.flag)
+    cfg.data_root = check_available(info.flag, cfg.data_root, cfg.size, cfg.download and rank == 0)
+    if (out / "metrics.json").is_file() and resume:
+        return json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    state = _prepare_out(out, cfg, resume) if rank == 0 else None
+    if rank == 0:
+        atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, info).to(device)
+    train_ds, train_loader, val_loader, test_loader, sampler = _loaders(cfg, info, model, rank, world)
+    steps = (
+        len(train_loader) if cfg.max_train_batches is None else min(len(train_loader), cfg.max_train_batches)
+    )
+    opt = _optimizer(model, cfg)
+    sched = _scheduler(opt, cfg, steps)
+    criterion = loss_fn(info, cfg.label_smoothing)
+    amp = _autocast_dtype(cfg, device)
+
+    start_epoch, step, best, history = 1, 0, None, []
+    if world > 1:
+        obj = [state]
+        dist.broadcast_object_list(obj, src=0)
+        state = obj[0]
+    if state is not None:
+        load_weights(model, state)
+        opt.load_state_dict(state["optimizer"])
+        start_epoch, step, best, history = state["epoch"] + 1, state["step"], state["best"], state["history"]
+    if world > 1:
+        model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+
+    show = cfg.progress and rank == 0
+    if rank == 0:  # the log is rebuilt from the checkpoint: no half-epoch lines survive a crash
+        atomic_write_text(out / "log.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+    epochs = tqdm(
+        range(start_epoch, cfg.epochs + 1),
+        desc="epochs",
+        disable=not show,
+        initial=start_epoch - 1,
+        total=cfg.epochs,
+    )
+    for epoch in epochs:
+        t0 = time.perf_counter()
+        _seed_epoch(cfg, epoch, rank, [train_ds])
+        sampler.set_epoch(epoch)
+        model.train()
+        running, seen = 0.0, 0
+        batches = tqdm(train_loader, total=steps, desc=f"epoch {epoch}", leave=False, disable=not show)
+        for i, (x, y) in enumerate(batches):
+            if i >= steps:
+                break
+            x, y = x.to(device), y.to(device)
+            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                logits = model(x)
+            loss = criterion(logits.float(), targets_for_loss(info, y))
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch}, step {i}; lower --lr")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
+            opt.step()
+            step += 1
+            sched.step_update(step)
+            running += loss.item() * len(x)
+            seen += len(x)
+            batches.set_postfix(loss=f"{running / seen:.4f}")
+        if world > 1:
+            t = torch.tensor([running, seen], dtype=torch.float64, device=device)
+            dist.all_reduce(t)
+            running, seen = float(t[0]), int(t[1])
+        if rank == 0:
+            net = _unwrap(model)
+            scores, _, val_loss = predict(net, val_loader, info, device, amp)
+            val = medmnist_metrics(info.flag, "val", scores, cfg.data_root, cfg.size)
+            record = {
+                "epoch": epoch,
+                "train_loss": running / max(seen, 1),
+                "val_loss": val_loss,
+                "val_auc": val["auc"],
+                "val_acc": val["acc"],
+                "lr": opt.param_groups[0]["lr"],
+                "seconds": round(time.perf_counter() - t0, 2),
+            }
+            value = val_loss if cfg.select_metric == "loss" else val[cfg.select_metric]
+            record["best"] = _better(cfg.select_metric, value, best)
+            weights = trainable_state(net)
+            common = {"model": weights, "llm_sha256": llm_fingerprint(net), "epoch": epoch}
+            if record["best"]:
+                best = value
+                save_checkpoint(out / "best.pt", {**common, "val": {**val, "loss": val_loss}})
+            history.append(record)
+            save_checkpoint(
+                out / "last.pt",
+                {**common, "optimizer": opt.state_dict(), "step": step, "best": best, "history": history},
+            )
+            with open(out / "log.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+            epochs.set_postfix(val_auc=f"{val['auc']:.3f}", val_acc=f"{val['acc']:.3f}")
+        if world > 1:
+            dist.barrier()
+
+    result: dict[str, Any] = {}
+    if rank == 0:
+        result = _finish(cfg, info, _unwrap(model), history, test_loader, device, amp)
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return result
+
+
+def _finish(cfg, info, model, history, test_loader, device, amp) -> dict[str, Any]:
+    """Load the validation-selected checkpoint and evaluate the test split, once."""
+    out = Path(cfg.out)
+    best = load_checkpoint(out / "best.pt")
+    load_weights(model, best)
+    scores, labels, test_loss = predict(model, test_loader, info, device, amp)
+    test = medmnist_metrics(info.flag, "test", scores, cfg.data_root, cfg.size)
+    np.savez_compressed(out / "test_predictions.npz", scores=scores, labels=labels)
+    metrics = {
+        "flag": info.flag,
+        "task": info.task,
+        "model": cfg.model,
+        "booster": cfg.booster,
+        "llm": cfg.llm if cfg.booster not in ("off", "mlp") else None,
+        "seed": cfg.seed,
+        "selected_epoch": best["epoch"],
+        "select_metric": f"val_{cfg.select_metric}",
+        "val": best["val"],
+        "test": {**test, "loss": test_loss},
+        "epochs": cfg.epochs,
+        "train_seconds": round(sum(h["seconds"] for h in history), 1),
+        "params_trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "params_frozen": sum(p.numel() for p in model.parameters() if not p.requires_grad),
+    }
+    title = f"{info.flag} {cfg.model} booster={cfg.booster} seed={cfg.seed}"
+    plot_curves(history, out / "curves.png", title)
+    plot_roc(scores, labels, list(info.class_names), info.multi_label, out / "roc.png", f"test ROC: {title}")
+    _write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def evaluate_run(run_dir: str | os.PathLike, split: str = "test", checkpoint: str = "best") -> dict[str, Any]:
+    """Re-evaluate a finished run's checkpoint on a split; writes ``eval_<split>.json``."""
+    from .config import load_config
+
+    run = Path(run_dir)
+    if not (run / "config.yaml").is_file():
+        raise FileNotFoundError(f"{run} is not a run folder (no config.yaml); pass the --out of a train run")
+    cfg = load_config(run / "config.yaml")
+    info = dataset_info(cfg.flag)
+    device = _device(cfg, 0)
+    model = build_model(cfg, info).to(device)
+    ckpt_path = run / f"{checkpoint}.pt"
+    if not ckpt_path.is_file():
+        raise FileNotFoundError(f"{ckpt_path} not found; checkpoint must be 'best' or 'last' of a run")
+    ckpt = load_checkpoint(ckpt_path)
+    load_weights(model, ckpt)
+    mean, std = input_norm(model)
+    ds = build_dataset(cfg.flag, split, root=cfg.data_root, size=cfg.size, mean=mean, std=std)
+    loader = DataLoader(ds, batch_size=cfg.eval_batch_size)
+    scores, _, loss = predict(model, loader, info, device, _autocast_dtype(cfg, device))
+    result = {
+        "split": split,
+        "checkpoint": checkpoint,
+        "epoch": ckpt["epoch"],
+        **medmnist_metrics(info.flag, split, scores, cfg.data_root, cfg.size),
+        "loss": loss,
+    }
+    _write_json(run / f"eval_{split}.json", result)
+    return result
+
+
+def summarize_seeds(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and sample standard deviation of test (and val) metrics over seeds."""
+    out: dict[str, Any] = {"seeds": [r["seed"] for r in results], "n": len(results)}
+    for split in ("val", "test"):
+        for key in ("acc", "auc"):
+            vals = np.array([r[split][key] for r in results], dtype=float)
+            out[f"{split}_{key}_mean"] = float(vals.mean())
+            out[f"{split}_{key}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+    return out
+
+
+def fit_seeds(cfg: TrainConfig, seeds: list[int], resume: bool = False) -> dict[str, Any]:
+    """Run ``cfg`` once per seed into ``<out>/seed<k>``; write ``<out>/summary.json``."""
+    base = Path(cfg.out)
+    results = []
+    for seed in seeds:
+        run_cfg = TrainConfig(**{**cfg.to_dict(), "seed": seed, "out": str(base / f"seed{seed}")})
+        results.append(fit(run_cfg, resume=resume))
+    summary = {**summarize_seeds(results), "runs": results}
+    if int(os.environ.get("RANK", "0")) == 0:
+        _write_json(base / "summary.json", summary)
+    return summary

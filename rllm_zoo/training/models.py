@@ -1,0 +1,65 @@
+"""Build the network a run asks for: a timm name (2D) or an rllm_zoo.monai preset (3D)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ..data import DatasetInfo
+from .config import TrainConfig
+
+__all__ = ["build_model", "input_norm"]
+
+
+def _booster_kwargs(cfg: TrainConfig) -> dict:
+    return {
+        "llm": cfg.llm,
+        "llm_layer": cfg.llm_layer,
+        "booster": False if cfg.booster == "off" else cfg.booster,
+        "freeze_llm": cfg.freeze_llm,
+        "llm_post_norm": cfg.llm_post_norm,
+    }
+
+
+def build_model(cfg: TrainConfig, info: DatasetInfo) -> nn.Module:
+    """The model for ``cfg`` with ``info``'s channels and classes at ``cfg.size``."""
+    if info.is_3d:
+        from ..monai import create_network, list_networks
+
+        if cfg.model not in list_networks():
+            raise ValueError(
+                f"{info.flag} is a 3D dataset: model must be one of the rllm_zoo.monai presets "
+                f"({', '.join(list_networks())}), got {cfg.model!r}"
+            )
+        kw = _booster_kwargs(cfg)
+        booster = kw.pop("booster")
+        if booster is False:
+            kw["use_booster"] = False
+        else:
+            kw["booster"] = booster
+        return create_network(
+            cfg.model,
+            in_channels=info.n_channels,
+            img_size=cfg.size,
+            num_classes=info.n_classes,
+            **kw,
+            **cfg.model_kwargs,
+        )
+    import timm
+
+    if not timm.is_model(cfg.model):
+        raise ValueError(
+            f"unknown model {cfg.model!r}; see timm.list_models('rllm_*') for the boosted family"
+        )
+    kw = dict(
+        num_classes=info.n_classes, in_chans=info.n_channels, img_size=cfg.size, drop_path_rate=cfg.drop_path
+    )
+    if cfg.model.split(".")[0].startswith("rllm_"):
+        kw.update(_booster_kwargs(cfg), vit_pretrained=cfg.vit_pretrained)
+    kw.update(cfg.model_kwargs)
+    return timm.create_model(cfg.model, **kw)
+
+
+def input_norm(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The mean / std a 2D model expects (its timm pretrained_cfg), else MedMNIST's 0.5 / 0.5."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    return tuple(cfg.get("mean", (0.5,) * 3)), tuple(cfg.get("std", (0.5,) * 3))
