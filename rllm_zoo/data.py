@@ -136,6 +136,17 @@ class _Targets:
         return t.float() if self.multi_label else t.long().view(-1)[:1]
 
 
+def _sized(cls: type) -> type:
+    """The medmnist class, with its length read from the file rather than checked against INFO.
+
+    medmnist asserts the official split sizes; subsets and locally made files in the same
+    format (smaller, or re-split) are legitimate inputs too.
+    """
+    return type(
+        cls.__name__, (cls,), {"__len__": lambda self: int(self.imgs.shape[0]), "__module__": __name__}
+    )
+
+
 def build_dataset(
     flag: str,
     split: str,
@@ -155,7 +166,7 @@ def build_dataset(
         raise DataError(f"train_aug must be none, light or strong, got {train_aug!r}")
     info = dataset_info(flag)
     root = check_available(info.flag, root, size, download)
-    cls = getattr(medmnist, medmnist.INFO[info.flag]["python_class"])
+    cls = _sized(getattr(medmnist, medmnist.INFO[info.flag]["python_class"]))
     train = split == "train"
     transform = (
         _transform_3d(train, train_aug)

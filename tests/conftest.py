@@ -64,3 +64,46 @@ def smollm2_block():
     import rllm_zoo
 
     return rllm_zoo.load_llm_block("smollm2", layer=-1)
+
+
+def write_medmnist_npz(root: Path, flag: str, n: tuple[int, int, int] = (32, 16, 16), size: int = 28) -> Path:
+    """A small file in the official MedMNIST format (keys ``<split>_images`` / ``<split>_labels``).
+
+    Labels carry signal: the image mean brightness depends on the class, so a model can learn.
+    """
+    import medmnist
+    import numpy as np
+
+    info = medmnist.INFO[flag]
+    n_labels = len(info["label"])
+    is_3d = flag.endswith("3d")
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, count in zip(("train", "val", "test"), n):
+        if info["task"].startswith("multi-label"):
+            labels = rng.integers(0, 2, size=(count, n_labels))
+            level = labels[:, 0]
+        else:
+            labels = np.arange(count).reshape(-1, 1) % n_labels
+            level = labels[:, 0]
+        shape = (count, size, size, size) if is_3d else (count, size, size)
+        if not is_3d and info["n_channels"] == 3:
+            shape = (*shape, 3)
+        base = rng.integers(0, 60, size=shape)
+        bright = (level * (150 // max(n_labels - 1, 1))).reshape((-1,) + (1,) * (len(shape) - 1))
+        arrays[f"{split}_images"] = (base + bright).clip(0, 255).astype(np.uint8)
+        arrays[f"{split}_labels"] = labels.astype(np.uint8)
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / (f"{flag}.npz" if size == 28 else f"{flag}_{size}.npz")
+    np.savez_compressed(path, **arrays)
+    return path
+
+
+@pytest.fixture(scope="session")
+def medmnist_root(tmp_path_factory):
+    """A data root with small synthetic files for a few flags of each task type."""
+    root = tmp_path_factory.mktemp("medmnist")
+    for flag in ("dermamnist", "pneumoniamnist", "chestmnist", "retinamnist"):
+        write_medmnist_npz(root, flag)
+    write_medmnist_npz(root, "nodulemnist3d", n=(16, 8, 8))
+    return root

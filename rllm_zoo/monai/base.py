@@ -32,7 +32,7 @@ def transformer_stack(
         >>> len(blocks)
         2
     """
-    return nn.ModuleList(
+    blocks = nn.ModuleList(
         TransformerBlock(
             hidden_size,
             mlp_dim,
@@ -43,6 +43,11 @@ def transformer_stack(
         )
         for _ in range(num_layers)
     )
+    for block in blocks:
+        # MONAI builds this norm even without cross-attention; it never gets a gradient, so keep it
+        # out of the optimizer and out of DDP's gradient reduction (which would fail on it).
+        block.norm_cross_attn.requires_grad_(False)
+    return blocks
 
 
 class BoostedNetwork(nn.Module):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,12 @@ from .models import build_model, input_norm
 from .plots import plot_curves, plot_roc
 
 __all__ = ["RunExistsError", "evaluate_run", "fit", "fit_seeds", "summarize_seeds"]
+
+
+#: Testing aid for crash recovery: the process SIGKILLs itself after this optimizer step.
+_FAULT_STEP = (
+    int(os.environ["RLLM_ZOO_FAULT_KILL_AT_STEP"]) if os.environ.get("RLLM_ZOO_FAULT_KILL_AT_STEP") else None
+)
 
 
 class RunExistsError(FileExistsError):
@@ -226,6 +233,8 @@ def fit(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
             opt.step()
             step += 1
             sched.step_update(step)
+            if _FAULT_STEP is not None and step == _FAULT_STEP:  # testing aid: a crash mid-epoch
+                os.kill(os.getpid(), signal.SIGKILL)
             running += loss.item() * len(x)
             seen += len(x)
             batches.set_postfix(loss=f"{running / seen:.4f}")

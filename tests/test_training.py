@@ -1,0 +1,232 @@
+"""Training engine and CLI on small generated MedMNIST-format files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT
+
+from rllm_zoo.cli import main
+from rllm_zoo.data import DataError, build_dataset, dataset_info
+from rllm_zoo.training import RunExistsError, TrainConfig, evaluate_run, fit, load_config
+from rllm_zoo.training.checkpoint import load_checkpoint
+from rllm_zoo.training.evaluation import loss_fn, medmnist_metrics
+
+MICRO = {"depth": 2, "embed_dim": 32, "num_heads": 2}
+
+
+def _args(root, out, llm, **extra):
+    args = {
+        "flag": "dermamnist",
+        "data-root": str(root),
+        "model": "rllm_vit_tiny_patch4_28",
+        "llm": llm,
+        "model-kwargs": json.dumps(MICRO),
+        "epochs": "2",
+        "batch-size": "8",
+        "lr": "3e-3",
+        "warmup-epochs": "0.5",
+        "out": str(out),
+        "progress": "false",
+        **extra,
+    }
+    return [x for k, v in args.items() for x in (f"--{k}", v)]
+
+
+@pytest.fixture(scope="module")
+def tiny_llm(tiny_llm_dir):
+    return str(tiny_llm_dir("llama"))
+
+
+def test_cli_train_eval_package(medmnist_root, tiny_llm, tmp_path, capsys):
+    import timm
+
+    out = tmp_path / "run"
+    assert main(["train", *_args(medmnist_root, out, tiny_llm), "--package"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["select_metric"] == "val_auc" and 1 <= metrics["selected_epoch"] <= 2
+    assert set(metrics["test"]) == {"acc", "auc", "loss"} and 0 <= metrics["test"]["auc"] <= 1
+    for name in (
+        "config.yaml",
+        "log.jsonl",
+        "best.pt",
+        "last.pt",
+        "curves.png",
+        "roc.png",
+        "test_predictions.npz",
+    ):
+        assert (out / name).is_file(), name
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2] and sum(r["best"] for r in log) >= 1
+    # the frozen block is not stored: it is re-read from its source and checked by sha256
+    ckpt = load_checkpoint(out / "best.pt")
+    assert not any(".block.layer." in k for k in ckpt["model"]) and ckpt["llm_sha256"]
+    # the test split, evaluated again from the same checkpoint, gives the same numbers
+    capsys.readouterr()
+    assert main(["eval", str(out), "--split", "test"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["auc"] == pytest.approx(metrics["test"]["auc"]) and again["acc"] == metrics["test"]["acc"]
+    # the package is a timm local-dir model with the trained weights
+    model = timm.create_model(f"local-dir:{out / 'package'}", pretrained=True).eval()
+    scores = np.load(out / "test_predictions.npz")["scores"]
+    ds = build_dataset("dermamnist", "test", root=medmnist_root)
+    with torch.no_grad():
+        probs = torch.softmax(model(torch.stack([ds[i][0] for i in range(4)])), -1).numpy()
+    np.testing.assert_allclose(probs, scores[:4], atol=1e-5)
+    # an existing run is never overwritten
+    assert main(["train", *_args(medmnist_root, out, tiny_llm)]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+
+
+def test_yaml_config_and_overrides(tmp_path):
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("flag: pneumoniamnist\nepochs: 5\nbooster: mlp\nmodel_kwargs: {depth: 2}\n")
+    cfg = load_config(cfg_file, {"epochs": "7", "freeze_llm": "false", "llm": "none"})
+    assert (cfg.flag, cfg.epochs, cfg.booster, cfg.freeze_llm, cfg.llm) == (
+        "pneumoniamnist",
+        7,
+        "mlp",
+        False,
+        None,
+    )
+    assert cfg.model_kwargs == {"depth": 2}
+    with pytest.raises(ValueError, match="unknown config key 'epoch'"):
+        load_config(None, {"epoch": 3})
+    with pytest.raises(ValueError, match="booster='resid' is not one of"):
+        load_config(None, {"booster": "resid"})
+
+
+@pytest.mark.parametrize(
+    ("flag", "task"),
+    [
+        ("dermamnist", "multi-class"),
+        ("pneumoniamnist", "binary-class"),
+        ("chestmnist", "multi-label, binary-class"),
+        ("retinamnist", "ordinal-regression"),
+    ],
+)
+def test_metrics_for_every_task_type(medmnist_root, flag, task):
+    info = dataset_info(flag)
+    assert info.task == task
+    labels = np.load(medmnist_root / f"{flag}.npz")["test_labels"]
+    if info.multi_label:
+        perfect = labels.astype(float)
+        assert isinstance(loss_fn(info), torch.nn.BCEWithLogitsLoss)
+    else:
+        perfect = np.eye(info.n_classes)[labels[:, 0]]
+        assert isinstance(loss_fn(info), torch.nn.CrossEntropyLoss)
+    m = medmnist_metrics(flag, "test", perfect, str(medmnist_root), 28)
+    assert m["auc"] == pytest.approx(1.0) and m["acc"] == pytest.approx(1.0)
+    flipped = medmnist_metrics(flag, "test", 1 - perfect, str(medmnist_root), 28)
+    assert flipped["auc"] < 0.5
+
+
+def test_data_errors(tmp_path):
+    with pytest.raises(DataError, match="unknown MedMNIST flag 'retinamnst'"):
+        dataset_info("retinamnst")
+    with pytest.raises(DataError, match="retinamnist_64.npz not found. Pass --data-root"):
+        build_dataset("retinamnist", "train", root=tmp_path, size=64)
+
+
+def test_frozen_block_never_reaches_the_optimizer(medmnist_root, tiny_llm, tmp_path):
+    from rllm_zoo.training.engine import _optimizer
+    from rllm_zoo.training.models import build_model
+
+    cfg = TrainConfig(flag="dermamnist", data_root=str(medmnist_root), llm=tiny_llm, model_kwargs=MICRO)
+    model = build_model(cfg, dataset_info("dermamnist"))
+    opt = _optimizer(model, cfg)
+    handed = {id(p) for g in opt.param_groups for p in g["params"]}
+    block = list(model.booster.block.parameters())
+    assert block and not handed & {id(p) for p in block}
+    assert handed == {id(p) for p in model.parameters() if p.requires_grad}
+
+
+def _run(args, env=None, check=True):
+    return subprocess.run(
+        [sys.executable, "-m", "rllm_zoo", "train", *args],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        check=check,
+        timeout=600,
+    )
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_reaches_the_same_metrics(medmnist_root, tiny_llm, tmp_path):
+    extra = {"epochs": "3", "aug": "light"}
+    ref = tmp_path / "ref"
+    _run(_args(medmnist_root, ref, tiny_llm, **extra))
+    crashed = tmp_path / "crashed"
+    # the fault-injection variable makes the process SIGKILL itself in the middle of epoch 2
+    proc = _run(
+        _args(medmnist_root, crashed, tiny_llm, **extra),
+        env={"RLLM_ZOO_FAULT_KILL_AT_STEP": "6"},
+        check=False,
+    )
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert not (crashed / "metrics.json").exists()
+    assert len((crashed / "log.jsonl").read_text().splitlines()) == 1  # one finished epoch
+    _run([*_args(medmnist_root, crashed, tiny_llm, **extra), "--resume"])
+    a = json.loads((ref / "metrics.json").read_text())
+    b = json.loads((crashed / "metrics.json").read_text())
+    assert b["selected_epoch"] == a["selected_epoch"]
+    for split in ("val", "test"):
+        for key in ("acc", "auc", "loss"):
+            assert b[split][key] == pytest.approx(a[split][key], abs=1e-6), (split, key)
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_match_single_process(medmnist_root, tiny_llm, tmp_path):
+    extra = {"aug": "none", "drop-path": "0", "epochs": "2"}
+    single = tmp_path / "single"
+    _run(_args(medmnist_root, single, tiny_llm, **extra))
+    ddp = tmp_path / "ddp"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "rllm_zoo",
+        "train",
+        *_args(medmnist_root, ddp, tiny_llm, **extra),
+    ]
+    proc = subprocess.run(
+        cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a = json.loads((single / "metrics.json").read_text())
+    b = json.loads((ddp / "metrics.json").read_text())
+    assert b["test"]["loss"] == pytest.approx(a["test"]["loss"], abs=1e-4)
+    wa = load_checkpoint(single / "last.pt")["model"]
+    wb = load_checkpoint(ddp / "last.pt")["model"]
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], atol=1e-4, rtol=1e-3, msg=k)
+
+
+def test_run_exists_error_in_api(medmnist_root, tiny_llm, tmp_path):
+    cfg = TrainConfig(
+        flag="dermamnist",
+        data_root=str(medmnist_root),
+        llm=tiny_llm,
+        model_kwargs=MICRO,
+        epochs=1,
+        batch_size=8,
+        out=str(tmp_path / "r"),
+        progress=False,
+        max_train_batches=1,
+    )
+    fit(cfg)
+    with pytest.raises(RunExistsError):
+        fit(cfg)
+    assert evaluate_run(tmp_path / "r", split="val")["split"] == "val"
