@@ -130,7 +130,7 @@ def test_metrics_for_every_task_type(medmnist_root, flag, task):
 def test_data_errors(tmp_path):
     with pytest.raises(DataError, match="unknown MedMNIST flag 'retinamnst'"):
         dataset_info("retinamnst")
-    with pytest.raises(DataError, match="retinamnist_64.npz not found. Pass --data-root"):
+    with pytest.raises(DataError, match=r"retinamnist_64.npz not found. Pass --data-root"):
         build_dataset("retinamnist", "train", root=tmp_path, size=64)
 
 
