@@ -68,6 +68,14 @@ def _package(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cam(args: argparse.Namespace) -> int:
+    from .training.explain import cam_for_run
+
+    indices = [int(i) for i in args.indices.split(",")] if args.indices else None
+    print(cam_for_run(args.run, split=args.split, indices=indices, n=args.n, out=args.out))
+    return 0
+
+
 def _list(args: argparse.Namespace) -> int:
     import timm
 
@@ -99,6 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
     pk.add_argument("run")
     pk.add_argument("--out", default=None)
     pk.set_defaults(func=_package)
+    cam = sub.add_parser("cam", help="Grad-CAM overlays (PNG) of a run's selected checkpoint")
+    cam.add_argument("run")
+    cam.add_argument("--split", default="test", choices=["train", "val", "test"])
+    cam.add_argument("--n", type=int, default=8, help="the first N images of the split")
+    cam.add_argument("--indices", default=None, help="comma-separated image indices instead of --n")
+    cam.add_argument("--out", default=None, help="PNG path (default: <run>/cam_<split>.png)")
+    cam.set_defaults(func=_cam)
     ls = sub.add_parser("list", help="list models, presets and MedMNIST flags")
     ls.set_defaults(func=_list)
     return parser

@@ -79,6 +79,9 @@ def test_cli_train_eval_package(medmnist_root, tiny_llm, tmp_path, capsys):
     with torch.no_grad():
         probs = torch.softmax(model(torch.stack([ds[i][0] for i in range(4)])), -1).numpy()
     np.testing.assert_allclose(probs, scores[:4], atol=1e-5)
+    # Grad-CAM overlays of the selected checkpoint
+    assert main(["cam", str(out), "--n", "3"]) == 0
+    assert (out / "cam_test.png").stat().st_size > 1000
     # an existing run is never overwritten
     assert main(["train", *_args(medmnist_root, out, tiny_llm)]) == 2
     assert "already holds a run" in capsys.readouterr().err
@@ -230,3 +233,21 @@ def test_run_exists_error_in_api(medmnist_root, tiny_llm, tmp_path):
     with pytest.raises(RunExistsError):
         fit(cfg)
     assert evaluate_run(tmp_path / "r", split="val")["split"] == "val"
+
+
+def test_grad_cam_tap_is_an_identity_and_maps_have_input_size(tiny_llm):
+    import timm
+
+    from rllm_zoo.cam import TokenGridTap, grad_cam
+
+    model = timm.create_model("rllm_vit_tiny_patch4_28", llm=tiny_llm, num_classes=3, **MICRO).eval()
+    x = torch.randn(2, 3, 28, 28)
+    with torch.no_grad():
+        ref = model(x)
+        wrapped = TokenGridTap(model)
+        torch.testing.assert_close(wrapped(x), ref)
+        wrapped.remove()
+    maps = grad_cam(model, x)
+    assert maps.shape == (2, 1, 28, 28) and float(maps.min()) >= 0 and float(maps.max()) <= 1
+    assert float(maps.std()) > 0
+    assert all(p.grad is None for p in model.booster.block.parameters())
