@@ -52,7 +52,7 @@ class TokenGridTap(nn.Module):
     def _through_tap(self, module: nn.Module, args: tuple) -> tuple:
         x = args[0]
         prefix, tokens = x[:, : self.prefix], x[:, self.prefix :]
-        b, n, c = tokens.shape
+        b, _, c = tokens.shape
         grid = self.tap(tokens.transpose(1, 2).reshape(b, c, *self.grid))
         return (torch.cat([prefix, grid.flatten(2).transpose(1, 2)], dim=1), *args[1:])
 
