@@ -303,8 +303,8 @@ default_cfgs = generate_default_cfgs(
         "rllm_vit_small_patch8_64.untrained": _cfg(input_size=(3, 64, 64)),
         # Native MedMNIST resolution. The RetinaMNIST tags are trained by the results table
         # (docs/results.md) and published by `rllm-zoo publish`.
-        "rllm_vit_tiny_patch4_28.retinamnist_r_llm": _medmnist_cfg(
-            28, "retinamnist", 5, hf_hub_id=f"{default_hub_org}/rllm_vit_tiny_patch4_28.retinamnist_r_llm"
+        "rllm_vit_micro_patch4_28.retinamnist_r_llm": _medmnist_cfg(
+            28, "retinamnist", 5, hf_hub_id=f"{default_hub_org}/rllm_vit_micro_patch4_28.retinamnist_r_llm"
         ),
         "rllm_vit_tiny_patch4_28.untrained": _cfg(input_size=(3, 28, 28)),
         "rllm_vit_small_patch4_28.untrained": _cfg(input_size=(3, 28, 28)),
@@ -331,6 +331,7 @@ def _register(name: str, **arch: Any):
     return register_model(factory)
 
 
+_MICRO = dict(embed_dim=192, depth=6, num_heads=3, vit_arch="vit_tiny_patch16_224")
 _TINY = dict(embed_dim=192, depth=12, num_heads=3, vit_arch="vit_tiny_patch16_224")
 _SMALL = dict(embed_dim=384, depth=12, num_heads=6, vit_arch="vit_small_patch16_224")
 _BASE = dict(embed_dim=768, depth=12, num_heads=12, vit_arch="vit_base_patch16_224")
@@ -340,5 +341,6 @@ rllm_vit_small_patch16_224 = _register("rllm_vit_small_patch16_224", patch_size=
 rllm_vit_base_patch16_224 = _register("rllm_vit_base_patch16_224", patch_size=16, img_size=224, **_BASE)
 rllm_vit_tiny_patch8_64 = _register("rllm_vit_tiny_patch8_64", patch_size=8, img_size=64, **_TINY)
 rllm_vit_small_patch8_64 = _register("rllm_vit_small_patch8_64", patch_size=8, img_size=64, **_SMALL)
+rllm_vit_micro_patch4_28 = _register("rllm_vit_micro_patch4_28", patch_size=4, img_size=28, **_MICRO)
 rllm_vit_tiny_patch4_28 = _register("rllm_vit_tiny_patch4_28", patch_size=4, img_size=28, **_TINY)
 rllm_vit_small_patch4_28 = _register("rllm_vit_small_patch4_28", patch_size=4, img_size=28, **_SMALL)

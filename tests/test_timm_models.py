@@ -76,7 +76,9 @@ def test_forward_intermediates_and_features_only(name):
     assert len(inter) == 3 and all(t.shape == (2, model.embed_dim, *grid) for t in inter)
     torch.testing.assert_close(final, model.forward_features(x))
     # the last intermediate is the boosted one: it equals the pre-norm tokens after the booster
-    last = model.forward_intermediates(x, indices=[11], intermediates_only=True, output_fmt="NLC")[0]
+    last = model.forward_intermediates(
+        x, indices=[len(model.blocks) - 1], intermediates_only=True, output_fmt="NLC"
+    )[0]
     z = model.norm_pre(model._pos_embed(model.patch_embed(x)))
     z = model.booster(_run_blocks_without_hook(model, z))
     torch.testing.assert_close(last, z[:, model.num_prefix_tokens :])
@@ -176,9 +178,9 @@ def test_pretrained_tag_without_hub_fails_clearly(monkeypatch):
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    assert "rllm_vit_tiny_patch4_28.retinamnist_r_llm" in timm.list_pretrained("rllm_*")
+    assert "rllm_vit_micro_patch4_28.retinamnist_r_llm" in timm.list_pretrained("rllm_*")
     with pytest.raises(RuntimeError, match="could not be fetched from the Hugging Face Hub repo 'rllm-zoo/"):
-        _create("rllm_vit_tiny_patch4_28.retinamnist_r_llm", pretrained=True)
+        _create("rllm_vit_micro_patch4_28.retinamnist_r_llm", pretrained=True)
     with pytest.raises(RuntimeError, match="has no published pretrained weights"):
         _create("rllm_vit_small_patch16_224", pretrained=True)
 
