@@ -52,7 +52,7 @@ PLANS: dict[str, dict[str, Any]] = {
         precision="bf16",
     ),
     "adrenalmnist3d": dict(
-        model="rllm_vit3d_tiny", size=28, epochs=20, batch_size=32, lr=5e-4, aug="light", precision="bf16"
+        model="rllm_vit3d_small", size=28, epochs=20, batch_size=32, lr=5e-4, aug="light", precision="bf16"
     ),
 }
 

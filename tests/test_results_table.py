@@ -1,0 +1,49 @@
+"""The results-table script, end to end on a small generated RetinaMNIST-format file."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+
+@pytest.mark.slow
+def test_results_table_smoke(medmnist_root, tmp_path):
+    out = tmp_path / "results.md"
+    cmd = [
+        sys.executable,
+        "benchmarks/results_table.py",
+        "--data-root",
+        str(medmnist_root),
+        "--seeds",
+        "0,1",
+        "--epochs",
+        "1",
+        "--only",
+        "retinamnist",
+        "--model-kwargs",
+        '{"depth": 1}',
+        "--runs",
+        str(tmp_path / "runs"),
+        "--results",
+        str(tmp_path / "results"),
+        "--out",
+        str(out),
+    ]
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True, timeout=900)
+    text = out.read_text()
+    summary = json.loads((tmp_path / "results" / "summary.json").read_text())["retinamnist"]
+    assert set(summary) == {"baseline", "r_llm", "mlp", "r_llm_random"}
+    for arm in summary.values():
+        assert arm["n"] == 2 and arm["seeds"] == [0, 1]
+    r = summary["r_llm"]
+    assert f"{100 * r['test_acc_mean']:.2f} ± {100 * r['test_acc_std']:.2f}" in text
+    assert "54.25" in text and "checkpoint picked on the **test** split" in text
+    # rerunning skips finished runs (their metrics are reused, not recomputed)
+    before = (tmp_path / "runs/retinamnist/baseline/seed0/metrics.json").stat().st_mtime_ns
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True, timeout=900)
+    assert (tmp_path / "runs/retinamnist/baseline/seed0/metrics.json").stat().st_mtime_ns == before
