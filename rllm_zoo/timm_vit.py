@@ -53,7 +53,8 @@ class BoostedVisionTransformer(VisionTransformer):
         vit_pretrained: initialise the ViT part from a timm checkpoint of the same width:
             a timm model name (``"vit_small_patch16_224.augreg_in21k_ft_in1k"``), an
             ``"hf-hub:"`` or ``"local-dir:"`` name, or a weights file. Position embeddings
-            and the patch stem are adapted by timm; the booster is freshly initialised.
+            and the patch stem are adapted by timm; the booster is freshly initialised (and so
+            is the classifier when loading a bare weights file).
         vit_arch: the timm architecture a bare weights file in ``vit_pretrained`` belongs to.
         **kwargs: timm ``VisionTransformer`` arguments (``img_size``, ``in_chans``,
             ``num_classes``, ``embed_dim``, ``depth``...).
@@ -188,7 +189,10 @@ def _load_vit_part(model: BoostedVisionTransformer, source: str, base_arch: str)
         num_classes=model.num_classes,
     )
     if source.endswith(_WEIGHT_FILES):
-        src = timm.create_model(base_arch, pretrained_cfg_overlay={"file": source}, **common)
+        # a bare file says nothing about its classifier: declare it unknown so timm drops it
+        src = timm.create_model(
+            base_arch, pretrained_cfg_overlay={"file": source, "num_classes": -1}, **common
+        )
     else:
         src = timm.create_model(source, **common)
     if getattr(src, "embed_dim", None) != model.embed_dim:

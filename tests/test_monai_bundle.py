@@ -24,6 +24,7 @@ BUNDLES = ROOT / "examples" / "bundles"
 BUNDLE = BUNDLES / "adrenalmnist3d"
 MEDMNIST = ROOT.parent / "shared" / "medmnist"
 SCHEMA = ROOT.parent / "shared" / "monai" / "meta_schema_20240725.json"
+RUN_OUTPUTS = shutil.ignore_patterns("models", "eval")  # never copy outputs of an in-place run
 FLAGS = (
     "organmnist3d",
     "nodulemnist3d",
@@ -40,16 +41,16 @@ needs_adrenal = pytest.mark.skipif(
 )
 
 
-def env() -> dict[str, str]:
-    """Subprocess environment: the repo importable, quiet telemetry, 2 threads at most."""
-    e = dict(os.environ, HF_HUB_DISABLE_TELEMETRY="1", OMP_NUM_THREADS="2", PYTHONUNBUFFERED="1")
+def env(threads: int = 2) -> dict[str, str]:
+    """Subprocess environment: the repo importable, quiet telemetry, ``threads`` threads per process."""
+    e = dict(os.environ, HF_HUB_DISABLE_TELEMETRY="1", OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
     e["PYTHONPATH"] = os.pathsep.join([str(ROOT), e.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     return e
 
 
-def run_cli(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+def run_cli(args: list[str], cwd: Path, timeout: int = 300, threads: int = 2) -> subprocess.CompletedProcess:
     proc = subprocess.run(
-        [sys.executable, *args], cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout
+        [sys.executable, *args], cwd=cwd, env=env(threads), capture_output=True, text=True, timeout=timeout
     )
     assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
     return proc
@@ -63,7 +64,13 @@ def load_generator():
 
 
 def tree(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    """Relative path -> bytes of a bundle's files, leaving out run outputs (models/, eval/)."""
+    files = {}
+    for p in sorted(folder.rglob("*")):
+        rel = p.relative_to(folder)
+        if p.is_file() and rel.parts[0] not in ("models", "eval"):
+            files[str(rel)] = p.read_bytes()
+    return files
 
 
 # ---------------------------------------------------------------- generator and metadata
@@ -123,7 +130,33 @@ def test_committed_bundle_contents():
     readme = (BUNDLE / "docs" / "README.md").read_text()
     for cmd in ("configs/train.json", "configs/evaluate.json", "configs/inference.json", "torchrun"):
         assert cmd in readme
-    assert not (BUNDLE / "models").exists() and not (BUNDLE / "eval").exists()
+
+
+def test_medmnist_records_layouts():
+    import numpy as np
+
+    from rllm_zoo.monai import medmnist_records
+
+    class FakeMNIST3D:  # the attributes medmnist datasets expose
+        flag, split, as_rgb, info = "fakemnist3d", "test", False, {"task": "binary-class"}
+        imgs = np.arange(3 * 4 * 4 * 4, dtype=np.uint8).reshape(3, 4, 4, 4)
+        labels = np.array([[1], [0], [1]])
+
+    class FakeMNIST:
+        flag, split, as_rgb, info = "fakemnist", "val", False, {"task": "multi-label, binary-class"}
+        imgs = np.zeros((2, 5, 5, 3), dtype=np.uint8)
+        labels = np.array([[1, 0, 1], [0, 0, 1]])
+
+    recs = medmnist_records(FakeMNIST3D(), limit=2)
+    assert [r["id"] for r in recs] == ["fakemnist3d_test_0000", "fakemnist3d_test_0001"]
+    assert (
+        recs[0]["image"].shape == (1, 4, 4, 4) and recs[0]["label"] == 1 and isinstance(recs[0]["label"], int)
+    )
+    rgb = FakeMNIST3D()
+    rgb.as_rgb = True
+    assert medmnist_records(rgb, limit=0)[2]["image"].shape == (3, 4, 4, 4)
+    recs2d = medmnist_records(FakeMNIST())
+    assert recs2d[1]["image"].shape == (3, 5, 5) and recs2d[1]["label"].tolist() == [0.0, 0.0, 1.0]
 
 
 @needs_schema
@@ -161,7 +194,7 @@ def trained_bundle(tmp_path_factory):
     if not (MEDMNIST / "adrenalmnist3d.npz").is_file():
         pytest.skip(f"real AdrenalMNIST3D data not found at {MEDMNIST / 'adrenalmnist3d.npz'}")
     bundle = tmp_path_factory.mktemp("bundles") / "adrenalmnist3d"
-    shutil.copytree(BUNDLE, bundle)
+    shutil.copytree(BUNDLE, bundle, ignore=RUN_OUTPUTS)
     proc = run_cli(
         [
             "-m", "monai.bundle", "run", "--config_file", "configs/train.json",
@@ -185,34 +218,27 @@ def test_train_writes_a_weights_only_state_dict(trained_bundle):
     net.load_state_dict(state)  # strict: every key matches the preset
 
 
+def run_in_process(bundle: Path, config: str, **overrides) -> None:
+    """``monai.bundle.run`` from python, as ``python -m monai.bundle run --config_file ...`` does."""
+    import monai.bundle
+
+    cwd = os.getcwd()
+    os.chdir(bundle)
+    try:
+        monai.bundle.run(config_file=f"configs/{config}", logging_file=False, **overrides)
+    finally:
+        os.chdir(cwd)
+
+
 @pytest.mark.slow
 @needs_adrenal
 def test_evaluate_and_inference_on_the_checkpoint(trained_bundle):
-    import monai.bundle
-
-    run_cli(
-        [
-            "-m", "monai.bundle", "run", "--config_file", "configs/evaluate.json",
-            "--dataset_dir", str(MEDMNIST), "--limit", "48",
-        ],
-        cwd=trained_bundle,
-    )  # fmt: skip
+    run_in_process(trained_bundle, "evaluate.json", dataset_dir=str(MEDMNIST), limit=48)
     result = json.loads((trained_bundle / "eval" / "metrics.json").read_text())
     assert result["split"] == "test" and result["num_samples"] == 48 and result["llm"] == "smollm2"
     assert 0.0 <= result["metrics"]["test_acc"] <= 1.0 and 0.0 <= result["metrics"]["test_auc"] <= 1.0
 
-    # inference through MONAI's python API (same as `python -m monai.bundle run --config_file ...`)
-    cwd = os.getcwd()
-    os.chdir(trained_bundle)
-    try:
-        monai.bundle.run(
-            config_file="configs/inference.json",
-            logging_file=False,
-            dataset_dir=str(MEDMNIST),
-            limit=40,
-        )
-    finally:
-        os.chdir(cwd)
+    run_in_process(trained_bundle, "inference.json", dataset_dir=str(MEDMNIST), limit=40)
     rows = list(csv.reader((trained_bundle / "eval" / "predictions.csv").open()))
     assert len(rows) == 40 and rows[0][0] == "adrenalmnist3d_test_0000"
     probs = torch.tensor([[float(v) for v in r[1:]] for r in rows])
@@ -244,7 +270,7 @@ def test_bundle_load_rebuilds_the_trained_network(trained_bundle):
 def test_multi_gpu_config_runs_ddp_on_cpu(tmp_path):
     """multi_gpu_train.json under torchrun: 2 CPU processes (gloo), DistributedSampler, DDP."""
     bundle = tmp_path / "adrenalmnist3d"
-    shutil.copytree(BUNDLE, bundle)
+    shutil.copytree(BUNDLE, bundle, ignore=RUN_OUTPUTS)
     run_cli(
         [
             "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
@@ -253,6 +279,7 @@ def test_multi_gpu_config_runs_ddp_on_cpu(tmp_path):
             "--epochs", "1", "--train_limit", "32", "--val_limit", "16", "--batch_size", "8",
         ],
         cwd=bundle,
+        threads=1,  # two processes on two cores
     )  # fmt: skip
     state = torch.load(bundle / "models" / "model.pt", weights_only=True)
     assert not any(k.startswith("module.") for k in state)  # saved unwrapped from DDP

@@ -251,3 +251,22 @@ def test_grad_cam_tap_is_an_identity_and_maps_have_input_size(tiny_llm):
     assert maps.shape == (2, 1, 28, 28) and float(maps.min()) >= 0 and float(maps.max()) <= 1
     assert float(maps.std()) > 0
     assert all(p.grad is None for p in model.booster.block.parameters())
+
+
+def test_3d_training_and_cam_through_the_cli(medmnist_root, tiny_llm, tmp_path):
+    out = tmp_path / "run3d"
+    args = _args(
+        medmnist_root,
+        out,
+        tiny_llm,
+        flag="nodulemnist3d",
+        model="rllm_vit3d_small",
+        **{"model-kwargs": json.dumps({"num_layers": 1}), "epochs": "1", "aug": "strong"},
+    )
+    assert main(["train", *args]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["task"] == "binary-class" and 0 <= metrics["test"]["auc"] <= 1
+    assert main(["cam", str(out), "--indices", "0,3"]) == 0
+    assert (out / "cam_test.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match=r"3D dataset: model must be one of the rllm_zoo\.monai presets"):
+        fit(TrainConfig(flag="nodulemnist3d", data_root=str(medmnist_root), out=str(tmp_path / "x")))

@@ -8,9 +8,12 @@ load, GGUF files through gguf's memory-mapped reader (see ``gguf_source``).
 
 from __future__ import annotations
 
+import ctypes
 import json
+import mmap
 import os
 import pickle
+import sys
 import zipfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -113,6 +116,13 @@ class SafetensorsCheckpoint(_Checkpoint):
             ) from e
 
     def iter_tensors(self, names: Iterable[str]) -> Iterator[tuple[str, torch.Tensor]]:
+        """Yield each tensor from its own short-lived memory map.
+
+        safetensors keeps one map per open file, and every page a read touches stays
+        resident until that map closes; opening the shard per tensor releases each
+        tensor's pages as soon as the caller drops it, so peak memory stays near the
+        layer's own size.
+        """
         from safetensors import SafetensorError, safe_open
 
         by_file: dict[str, list[str]] = {}
@@ -121,27 +131,40 @@ class SafetensorsCheckpoint(_Checkpoint):
         self._check_files(by_file)
         for fname, fnames in by_file.items():
             path = self.folder / fname
-            try:
-                with safe_open(path, framework="pt") as f:
-                    present = set(f.keys())
-                    for n in fnames:
-                        if n not in present:
+            for n in fnames:
+                try:
+                    with safe_open(path, framework="pt") as f:
+                        if n not in f.keys():
                             raise CheckpointError(
                                 f"tensor {n!r} is listed in the index but absent from {path}; "
                                 "the shard does not belong to this index: re-download the checkpoint"
                             )
-                        try:
-                            t = f.get_tensor(n)
-                        except (SafetensorError, OSError, RuntimeError) as e:
-                            raise CheckpointError(
-                                f"cannot read tensor {n!r} from {path} ({e}); the file may be truncated "
-                                "or corrupt: re-download it"
-                            ) from e
-                        yield n, t
-            except SafetensorError as e:
-                raise CheckpointError(
-                    f"cannot read {path} ({e}); the file may be truncated or corrupt: re-download it"
-                ) from e
+                        t = f.get_tensor(n)
+                except (SafetensorError, OSError, RuntimeError) as e:
+                    raise CheckpointError(
+                        f"cannot read tensor {n!r} from {path} ({e}); the file may be truncated "
+                        "or corrupt: re-download it"
+                    ) from e
+                yield n, t
+                del t
+
+
+def _release_file_pages(t: torch.Tensor, file_backed: bool) -> None:
+    """Drop the resident pages under a memory-mapped tensor (they stay readable from the file).
+
+    Only for read-only, file-backed maps (``torch.load(mmap=True)``); a no-op elsewhere.
+    """
+    if not file_backed or not sys.platform.startswith("linux"):
+        return
+    storage = t.untyped_storage()
+    page = mmap.PAGESIZE
+    start = storage.data_ptr()
+    lo = (start + page - 1) // page * page  # only whole pages inside this storage
+    hi = (start + storage.nbytes()) // page * page
+    if hi > lo:
+        ctypes.CDLL(None, use_errno=True).madvise(
+            ctypes.c_void_p(lo), ctypes.c_size_t(hi - lo), 4
+        )  # MADV_DONTNEED
 
 
 def _load_bin(path: Path) -> dict[str, torch.Tensor]:
@@ -175,10 +198,13 @@ class TorchBinCheckpoint(_Checkpoint):
 
     def __init__(self, folder: str | os.PathLike) -> None:
         self.folder = Path(folder)
+        self.mmapped = False
         if (self.folder / BIN_INDEX).is_file():
             self.weight_map = _read_index(self.folder / BIN_INDEX)
+            self.mmapped = all(zipfile.is_zipfile(self.folder / f) for f in set(self.weight_map.values()))
         elif (self.folder / BIN_SINGLE).is_file():
             self.weight_map = {k: BIN_SINGLE for k in _load_bin(self.folder / BIN_SINGLE)}
+            self.mmapped = zipfile.is_zipfile(self.folder / BIN_SINGLE)
         else:
             raise CheckpointError(f"no {BIN_INDEX} or {BIN_SINGLE} in {self.folder}")
 
@@ -192,7 +218,10 @@ class TorchBinCheckpoint(_Checkpoint):
                 if self.weight_map[n] == fname:
                     if n not in sd:
                         raise CheckpointError(f"tensor {n!r} is listed in the index but absent from {fname}")
-                    yield n, sd[n]
+                    t = sd[n]
+                    yield n, t
+                    # the caller has copied it: give its file-backed pages back
+                    _release_file_pages(t, self.mmapped)
             del sd
 
 

@@ -11,6 +11,7 @@ import functools
 import hashlib
 import json
 import os
+import struct
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -18,23 +19,22 @@ import numpy as np
 import torch
 
 from .checkpoint import CheckpointError
+from .gguf_index import GGUFIndex
 
 __all__ = ["GGUFCheckpoint", "gguf_config", "gguf_license"]
 
 
 def _reader(path: Path):
-    """A (cached) memory-mapped reader; the cache key includes size and mtime."""
+    """A (cached) lean index of the file; the cache key includes size and mtime."""
     st = Path(path).stat()
     return _cached_reader(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_reader(path: str, size: int, mtime_ns: int):
-    import gguf
-
+def _cached_reader(path: str, size: int, mtime_ns: int) -> GGUFIndex:
     try:
-        return gguf.GGUFReader(path, "r")
-    except (ValueError, OSError, IndexError, KeyError) as e:
+        return GGUFIndex(path)
+    except (ValueError, OSError, IndexError, KeyError, struct.error) as e:
         raise CheckpointError(
             f"{path} is not a readable GGUF file ({type(e).__name__}: {e}); it may be truncated or "
             "corrupt: re-download it"
@@ -72,7 +72,10 @@ def _cached_config(path: str, size: int, mtime_ns: int):
         except (ValueError, KeyError, TypeError):
             pass  # stale or damaged cache entry: rebuild it below
     p = Path(path)
-    config = AutoConfig.from_pretrained(str(p.parent), gguf_file=p.name)
+    try:
+        config = AutoConfig.from_pretrained(str(p.parent), gguf_file=p.name)
+    except (ValueError, KeyError, OSError) as e:
+        raise CheckpointError(f"cannot read the model config from {p} ({e}); is it an LLM GGUF file?") from e
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
         tmp = cached.with_suffix(f".tmp{os.getpid()}")
@@ -85,13 +88,8 @@ def _cached_config(path: str, size: int, mtime_ns: int):
 
 def gguf_license(path: str | os.PathLike) -> str | None:
     """``general.license`` from the GGUF metadata, if present."""
-    field = _reader(Path(path)).fields.get("general.license")
-    if field is None:
-        return None
-    try:
-        return str(field.contents())
-    except Exception:
-        return None
+    value = _reader(Path(path)).fields.get("general.license")
+    return str(value) if isinstance(value, str) else None
 
 
 class _NamesOnly:
@@ -126,34 +124,33 @@ class GGUFCheckpoint:
         )
 
         self.path = Path(path)
-        self.reader = _reader(self.path)
-        arch_field = self.reader.fields.get("general.architecture")
-        self.architecture = str(arch_field.contents()) if arch_field is not None else ""
+        self.index = _reader(self.path)
+        self.architecture = str(self.index.fields.get("general.architecture", ""))
         processor_cls = TENSOR_PROCESSORS.get(self.architecture, TensorProcessor)
         self.processor = processor_cls(config=config.to_dict())
         # transformers' own name mapping, run over just the wanted names (one map build)
         gguf_to_hf = get_gguf_hf_weights_map(_NamesOnly(config, names), self.processor)
-        self._tensors = {t.name: t for t in self.reader.tensors}
-        self.hf_to_gguf = {hf: g for g, hf in gguf_to_hf.items() if g in self._tensors}
+        self.hf_to_gguf = {hf: g for g, hf in gguf_to_hf.items() if g in self.index.tensors}
         self.folder = self.path.parent
 
     def keys(self) -> list[str]:
         return list(self.hf_to_gguf)
 
     def iter_tensors(self, names: Iterable[str]) -> Iterator[tuple[str, torch.Tensor]]:
-        from gguf import dequantize
-
         for name in names:
             gname = self.hf_to_gguf[name]
-            t = self._tensors[gname]
             try:
-                weights = dequantize(t.data, t.tensor_type)
-            except (ValueError, IndexError) as e:
+                weights = self.index.dequantize(gname)
+            except (ValueError, IndexError, KeyError) as e:
                 raise CheckpointError(f"cannot dequantise {gname} from {self.path}: {e}") from e
             result = self.processor.process(
                 weights=weights, name=gname, tensor_key_mapping={}, parsed_parameters={}
             )
-            yield name, torch.from_numpy(np.array(result.weights, copy=True))
+            weights = result.weights
+            # own the memory (a permuted view or a read-only map must not back a parameter)
+            if not (weights.flags.owndata and weights.flags.writeable and weights.flags.c_contiguous):
+                weights = np.array(weights, copy=True, order="C")
+            yield name, torch.from_numpy(weights)
 
     def read(self, names: Iterable[str]) -> dict[str, torch.Tensor]:
         return dict(self.iter_tensors(names))
