@@ -264,3 +264,25 @@ def test_real_smollm2_layer_matches_transformers_gguf_loading(smollm2_block):
     with torch.no_grad():
         y = smollm2_block(x)
     assert y.shape == x.shape and torch.isfinite(y).all()
+
+
+def test_hub_id_resolves_through_the_hf_cache(tiny_llm_dir, tmp_path, monkeypatch):
+    """A Hub id goes through huggingface_hub (here offline, from a populated cache)."""
+    from huggingface_hub import constants
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--someorg--tiny-llama"
+    snap = repo / "snapshots" / commit
+    shutil.copytree(tiny_llm_dir("llama"), snap)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    block = load_llm_block("someorg/tiny-llama", layer=2)
+    local = load_llm_block(str(tiny_llm_dir("llama")), layer=2)
+    assert block.info.revision == commit and block.info.sha256 == local.info.sha256
+    assert block.info.source == "someorg/tiny-llama"
+    pinned = load_llm_block("someorg/tiny-llama", layer=2, revision=commit)
+    assert pinned.info.sha256 == local.info.sha256
+    with pytest.raises(LLMSourceError, match="HF_HUB_OFFLINE=1 forbids downloading"):
+        load_llm_block("someorg/tiny-llama", revision="v9")
