@@ -11,12 +11,12 @@ venv:
 	@bash tools/bootstrap.sh
 
 DEMO_RUN ?= runs/demo-retinamnist
-DEMO_EPOCHS ?= 3
+DEMO_EPOCHS ?= 4
 
 # main job: boost on real images, then train (val selects), evaluate on test once, package
 demo: venv
 	$(PY) examples/quickstart.py --data-root $(MEDMNIST_ROOT)
-	$(PY) -m rllm_zoo train --flag retinamnist --data-root $(MEDMNIST_ROOT) --model rllm_vit_tiny_patch4_28 \
+	$(PY) -m rllm_zoo train --flag retinamnist --data-root $(MEDMNIST_ROOT) --model rllm_vit_micro_patch4_28 \
 		--llm smollm2 --epochs $(DEMO_EPOCHS) --out $(DEMO_RUN) --resume --package
 	$(PY) -m rllm_zoo eval $(DEMO_RUN) --split test
 

