@@ -4,8 +4,9 @@
     python benchmarks/results_table.py --seeds 0 --epochs 1 --only retinamnist   # a smoke run
 
 Each run is an ordinary ``rllm-zoo train`` run (validation selects the checkpoint, the test
-split is evaluated once) in ``<runs>/<flag>/<config>/seed<k>``. Finished runs are skipped and
-unfinished ones resume, so the script can be stopped and restarted at any time. Each run's
+split is evaluated once) in ``<runs>/<flag>/<config>/seed<k>``. Runs whose results are already
+in ``<results>`` are skipped and unfinished ones resume, so the script can be stopped and
+restarted at any time (also in a fresh checkout: the committed results carry over). Each run's
 metrics.json, log.jsonl and plots are copied to ``<results>/<flag>/<config>/seed<k>``, and
 ``docs/results.md`` is rewritten from those files alone.
 """
@@ -76,15 +77,19 @@ def run_dir(root: Path, flag: str, config: str, seed: int) -> Path:
 
 
 def run_all(args: argparse.Namespace) -> None:
+    # seed-major order: a partial table already has every arm for the first seeds
     jobs = [
         (flag, name, booster, llm, seed)
         for flag in args.only
-        for name, booster, llm in CONFIGS
         for seed in args.seeds
+        for name, booster, llm in CONFIGS
     ]
     for flag, name, booster, llm, seed in tqdm(jobs, desc="runs"):
         plan = {**PLANS[flag], **({"epochs": args.epochs} if args.epochs else {})}
         out = run_dir(args.runs, flag, name, seed)
+        dest = run_dir(args.results, flag, name, seed)
+        if (dest / "metrics.json").is_file():
+            continue  # finished (possibly in an earlier session): its committed results stand
         cfg = TrainConfig(
             flag=flag,
             data_root=args.data_root,
@@ -97,7 +102,6 @@ def run_all(args: argparse.Namespace) -> None:
             **plan,
         )
         fit(cfg, resume=True)
-        dest = run_dir(args.results, flag, name, seed)
         dest.mkdir(parents=True, exist_ok=True)
         for fname in ("metrics.json", "log.jsonl", "config.yaml", "curves.png", "roc.png"):
             if (out / fname).is_file():
