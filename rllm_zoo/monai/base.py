@@ -6,13 +6,20 @@ which returns the final (normalised) tokens with the CLS token first.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
-from monai.networks.blocks import TransformerBlock
+from monai.networks.blocks import PatchEmbeddingBlock, TransformerBlock
 from torch import nn
 
-from .checks import check_input
+from .checks import (
+    as_spatial_tuple,
+    check_input,
+    check_patch_grid,
+    check_positive_int,
+    check_spatial_dims,
+    check_transformer_sizes,
+)
 
 __all__ = ["BoostedNetwork", "transformer_stack"]
 
@@ -57,6 +64,43 @@ class BoostedNetwork(nn.Module):
     img_size: tuple[int, ...]
     booster: nn.Module | None
     head: nn.Module
+
+    def _init_patch_embedding(
+        self,
+        name: str,
+        spatial_dims: int,
+        allowed_dims: tuple[int, ...],
+        in_channels: int,
+        img_size: int | Sequence[int],
+        patch_size: int | Sequence[int],
+        hidden_size: int,
+        mlp_dim: int,
+        num_heads: int,
+        num_layers: int,
+        num_classes: int,
+        dropout_rate: float,
+    ) -> None:
+        """Validate the arguments both families share, set the geometry, build ``patch_embedding``."""
+        self.spatial_dims = check_spatial_dims(spatial_dims, allowed_dims, name)
+        self.in_channels = check_positive_int(in_channels, "in_channels")
+        self.img_size = as_spatial_tuple(img_size, self.spatial_dims, "img_size")
+        self.patch_size = as_spatial_tuple(patch_size, self.spatial_dims, "patch_size")
+        self.grid = check_patch_grid(self.img_size, self.patch_size)
+        check_transformer_sizes(hidden_size, mlp_dim, num_heads, dropout_rate)
+        check_positive_int(num_layers, "num_layers")
+        self.num_classes = check_positive_int(num_classes, "num_classes")
+        self.hidden_size = hidden_size
+        self.patch_embedding = PatchEmbeddingBlock(
+            in_channels=in_channels,
+            img_size=self.img_size,
+            patch_size=self.patch_size,
+            hidden_size=hidden_size,
+            num_heads=num_heads,
+            proj_type="conv",
+            pos_embed_type="learnable",
+            dropout_rate=dropout_rate,
+            spatial_dims=self.spatial_dims,
+        )
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise a ``ValueError`` that names the fix unless ``x`` is ``(B, in_channels, *img_size)``."""

@@ -20,18 +20,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from monai.networks.blocks import PatchEmbeddingBlock
 from torch import nn
 
 from .base import BoostedNetwork, transformer_stack
 from .boosting import build_booster
-from .checks import (
-    as_spatial_tuple,
-    check_patch_grid,
-    check_positive_int,
-    check_spatial_dims,
-    check_transformer_sizes,
-)
 
 __all__ = ["BoostedViT"]
 
@@ -87,26 +79,19 @@ class BoostedViT(BoostedNetwork):
         llm_width: int | None = None,
     ) -> None:
         super().__init__()
-        self.spatial_dims = check_spatial_dims(spatial_dims, (2, 3), "BoostedViT")
-        self.in_channels = check_positive_int(in_channels, "in_channels")
-        self.img_size = as_spatial_tuple(img_size, self.spatial_dims, "img_size")
-        self.patch_size = as_spatial_tuple(patch_size, self.spatial_dims, "patch_size")
-        self.grid = check_patch_grid(self.img_size, self.patch_size)
-        check_transformer_sizes(hidden_size, mlp_dim, num_heads, dropout_rate)
-        check_positive_int(num_layers, "num_layers")
-        self.num_classes = check_positive_int(num_classes, "num_classes")
-        self.hidden_size = hidden_size
-
-        self.patch_embedding = PatchEmbeddingBlock(
-            in_channels=in_channels,
-            img_size=self.img_size,
-            patch_size=self.patch_size,
-            hidden_size=hidden_size,
-            num_heads=num_heads,
-            proj_type="conv",
-            pos_embed_type="learnable",
-            dropout_rate=dropout_rate,
-            spatial_dims=self.spatial_dims,
+        self._init_patch_embedding(
+            "BoostedViT",
+            spatial_dims,
+            (2, 3),
+            in_channels,
+            img_size,
+            patch_size,
+            hidden_size,
+            mlp_dim,
+            num_heads,
+            num_layers,
+            num_classes,
+            dropout_rate,
         )
         self.cls_token = nn.Parameter(torch.zeros(1, 1, hidden_size))
         self.blocks = transformer_stack(num_layers, hidden_size, mlp_dim, num_heads, dropout_rate, qkv_bias)

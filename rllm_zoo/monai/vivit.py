@@ -27,17 +27,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from monai.networks.blocks import PatchEmbeddingBlock
 from torch import nn
 
 from .base import BoostedNetwork, transformer_stack
 from .boosting import build_booster
 from .checks import (
-    as_spatial_tuple,
-    check_patch_grid,
     check_positive_int,
-    check_spatial_dims,
-    check_transformer_sizes,
 )
 
 __all__ = ["BoostedViViT"]
@@ -86,29 +81,22 @@ class BoostedViViT(BoostedNetwork):
         llm_width: int | None = None,
     ) -> None:
         super().__init__()
-        self.spatial_dims = check_spatial_dims(spatial_dims, (3,), "BoostedViViT")
-        self.in_channels = check_positive_int(in_channels, "in_channels")
-        self.img_size = as_spatial_tuple(img_size, 3, "img_size")
-        self.patch_size = as_spatial_tuple(patch_size, 3, "patch_size")
-        self.grid = check_patch_grid(self.img_size, self.patch_size)
-        check_transformer_sizes(hidden_size, mlp_dim, num_heads, dropout_rate)
-        check_positive_int(num_layers, "num_layers")
+        self._init_patch_embedding(
+            "BoostedViViT",
+            spatial_dims,
+            (3,),
+            in_channels,
+            img_size,
+            patch_size,
+            hidden_size,
+            mlp_dim,
+            num_heads,
+            num_layers,
+            num_classes,
+            dropout_rate,
+        )
         num_temporal_layers = num_layers if num_temporal_layers is None else num_temporal_layers
         check_positive_int(num_temporal_layers, "num_temporal_layers")
-        self.num_classes = check_positive_int(num_classes, "num_classes")
-        self.hidden_size = hidden_size
-
-        self.patch_embedding = PatchEmbeddingBlock(
-            in_channels=in_channels,
-            img_size=self.img_size,
-            patch_size=self.patch_size,
-            hidden_size=hidden_size,
-            num_heads=num_heads,
-            proj_type="conv",
-            pos_embed_type="learnable",
-            dropout_rate=dropout_rate,
-            spatial_dims=3,
-        )
         self.spatial_cls_token = nn.Parameter(torch.zeros(1, 1, hidden_size))
         self.temporal_cls_token = nn.Parameter(torch.zeros(1, 1, hidden_size))
         self.spatial_blocks = transformer_stack(
