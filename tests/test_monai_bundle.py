@@ -19,20 +19,15 @@ from pathlib import Path
 import pytest
 import torch
 
+from rllm_zoo.data import FLAGS_3D
+
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLES = ROOT / "examples" / "bundles"
 BUNDLE = BUNDLES / "adrenalmnist3d"
 MEDMNIST = ROOT.parent / "shared" / "medmnist"
 SCHEMA = ROOT.parent / "shared" / "monai" / "meta_schema_20240725.json"
 RUN_OUTPUTS = shutil.ignore_patterns("models", "eval")  # never copy outputs of an in-place run
-FLAGS = (
-    "organmnist3d",
-    "nodulemnist3d",
-    "fracturemnist3d",
-    "adrenalmnist3d",
-    "vesselmnist3d",
-    "synapsemnist3d",
-)
+FLAGS = FLAGS_3D  # every 3D MedMNIST flag
 
 needs_schema = pytest.mark.skipif(not SCHEMA.is_file(), reason=f"MONAI bundle schema not found at {SCHEMA}")
 needs_adrenal = pytest.mark.skipif(
@@ -102,7 +97,7 @@ def test_generator_covers_every_3d_flag():
         assert train["train"]["medmnist"]["_target_"] == f"medmnist.{info['python_class']}"
         assert meta["network_data_format"]["outputs"]["pred"]["num_channels"] == len(info["label"])
         assert info["python_class"] in files["docs/README.md"]
-    with pytest.raises(ValueError, match="choose one of organmnist3d"):
+    with pytest.raises(ValueError, match="choose one of adrenalmnist3d, fracturemnist3d"):
         gen.flag_info("chestmnist")
     with pytest.raises(SystemExit):
         gen.main(["--flag", "chestmnist", "--out", "unused"])

@@ -23,14 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bundle_configs as configs
 from bundle_text import LICENSE, LOGGING_CONF, readme
 
-FLAGS = (
-    "organmnist3d",
-    "nodulemnist3d",
-    "fracturemnist3d",
-    "adrenalmnist3d",
-    "vesselmnist3d",
-    "synapsemnist3d",
-)
+from rllm_zoo.data import FLAGS_3D
+
+FLAGS = FLAGS_3D  # every 3D MedMNIST flag
 SCHEMA_URL = (
     "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20240725.json"
 )
