@@ -132,4 +132,14 @@ class GGUFIndex:
         from gguf.quants import dequantize
 
         t = self.tensors[name]
-        return np.asarray(dequantize(self.raw(name), GGMLQuantizationType(t.qtype)), dtype=np.float32)
+        raw = self.raw(name)
+        if raw.dtype != np.uint8:  # F32 / F16: a plain copy
+            return np.array(raw, dtype=np.float32)
+        qtype = GGMLQuantizationType(t.qtype)
+        rows = raw.reshape(-1, raw.shape[-1])
+        out = np.empty((rows.shape[0], t.shape[-1]), dtype=np.float32)
+        # row chunks keep dequantisation's temporaries small next to the output
+        step = max(1, (1 << 20) // max(1, rows.shape[1]))
+        for i in range(0, rows.shape[0], step):
+            out[i : i + step] = dequantize(rows[i : i + step], qtype)
+        return out.reshape(t.shape)

@@ -116,6 +116,9 @@ class GGUFCheckpoint:
         config: the model's transformers config.
     """
 
+    #: tensors are freshly dequantised arrays, not views of the file: no copy needed
+    owns_tensors = True
+
     def __init__(self, path: str | os.PathLike, names: Iterable[str], config) -> None:
         from transformers.modeling_gguf_pytorch_utils import (
             TENSOR_PROCESSORS,

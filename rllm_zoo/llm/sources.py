@@ -223,10 +223,10 @@ def _fill_layer(skel, ckpt, dtype: torch.dtype | None) -> str:
             raise CheckpointError(
                 f"{name} has shape {tuple(t.shape)} in the checkpoint but {tuple(target.shape)} in the config"
             )
-        if dtype is not None and t.is_floating_point():
-            t = t.to(dtype=dtype, copy=True)
-        else:
-            t = t.clone()
+        if dtype is not None and t.is_floating_point() and t.dtype != dtype:
+            t = t.to(dtype=dtype)  # a new tensor: the file-backed original is released
+        elif not getattr(ckpt, "owns_tensors", False):
+            t = t.clone()  # detach from the memory-mapped file
         state[name[len(prefix) :]] = t
     layer.load_state_dict(state, strict=False, assign=True)
     left = meta_parameters(layer)
