@@ -286,7 +286,8 @@ def _cfg(**kwargs: Any) -> dict[str, Any]:
     }
 
 
-def _medmnist_cfg(size: int, flag: str, num_classes: int, **kwargs: Any) -> dict[str, Any]:
+def _medmnist_cfg(size: int, num_classes: int, **kwargs: Any) -> dict[str, Any]:
+    """A cfg for weights trained on a MedMNIST set at its native size."""
     return _cfg(
         input_size=(3, size, size),
         num_classes=num_classes,
@@ -308,7 +309,7 @@ default_cfgs = generate_default_cfgs(
         # Native MedMNIST resolution. The RetinaMNIST tags are trained by the results table
         # (docs/results.md) and published by `rllm-zoo publish`.
         "rllm_vit_micro_patch4_28.retinamnist_r_llm": _medmnist_cfg(
-            28, "retinamnist", 5, hf_hub_id=f"{default_hub_org}/rllm_vit_micro_patch4_28.retinamnist_r_llm"
+            28, 5, hf_hub_id=f"{default_hub_org}/rllm_vit_micro_patch4_28.retinamnist_r_llm"
         ),
         "rllm_vit_tiny_patch4_28.untrained": _cfg(input_size=(3, 28, 28)),
         "rllm_vit_small_patch4_28.untrained": _cfg(input_size=(3, 28, 28)),

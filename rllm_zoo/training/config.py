@@ -82,7 +82,7 @@ class TrainConfig:
         return self
 
 
-def _coerce(value: str, default: Any, annotation: str) -> Any:
+def _coerce(value: str, annotation: str) -> Any:
     """Turn a CLI string into the field's type."""
     if value.lower() in ("none", "null") and "None" in annotation:
         return None
@@ -116,7 +116,7 @@ def load_config(
         if key not in fields:
             raise ValueError(f"unknown config key {key!r}; known keys: {', '.join(fields)}")
         if isinstance(value, str) and fields[key].type != "str":
-            value = _coerce(value, fields[key].default, str(fields[key].type))
+            value = _coerce(value, str(fields[key].type))
         data[key] = value
     return TrainConfig(**data).validate()
 
