@@ -20,7 +20,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -108,8 +107,8 @@ def run_all(args: argparse.Namespace) -> None:
                 shutil.copy2(out / fname, dest / fname)
 
 
-def _fmt(mean: float, std: float) -> str:
-    return f"{100 * mean:.2f} ± {100 * std:.2f}"
+def _fmt(mean: float, std: float, n: int) -> str:
+    return f"{100 * mean:.2f} ± {100 * std:.2f}" if n > 1 else f"{100 * mean:.2f} (one seed)"
 
 
 def collect(results: Path) -> dict[str, dict[str, Any]]:
@@ -122,13 +121,28 @@ def collect(results: Path) -> dict[str, dict[str, Any]]:
     return table
 
 
-def write_markdown(table: dict[str, dict[str, Any]], out: Path, command: str, results: Path) -> None:
+def write_markdown(
+    table: dict[str, dict[str, Any]], out: Path, command: str, results: Path, seeds: list[int]
+) -> None:
+    planned = len(CONFIGS) * len(seeds)
+    status = [
+        f"{flag}: {sum(a['n'] for a in table.get(flag, {}).values())} of {planned} runs" for flag in PLANS
+    ]
+    complete = all(sum(a["n"] for a in table.get(flag, {}).values()) == planned for flag in PLANS)
     lines = [
         "# Results: does a frozen LLM block boost a ViT on MedMNIST?",
         "",
         f"Produced by `{command}`; every number below is read from the runs' own `metrics.json` under "
         f"[{results}](../{results}) (one folder per dataset / arm / seed, with its training log and plots). "
         f"Machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}.",
+        "",
+        f"**Status: {'complete' if complete else 'IN PROGRESS'}** ({'; '.join(status)} finished, seeds {seeds}). "
+        + (
+            ""
+            if complete
+            else "Rerunning the command continues where it stopped; an arm with n = 1 has no spread "
+            "yet, and nothing below is a conclusion until every arm has all its seeds."
+        ),
         "",
         "**Protocol (ours):** trained from scratch at 28 px (28³ for 3D); AdamW + cosine schedule with warm-up; "
         "the checkpoint is selected on the **validation** split by AUC; the **test** split is evaluated once, "
@@ -155,9 +169,10 @@ def write_markdown(table: dict[str, dict[str, Any]], out: Path, command: str, re
         for name, s in arms.items():
             r = s["runs"][0]
             lines.append(
-                f"| {LABELS[name]} | {_fmt(s['test_acc_mean'], s['test_acc_std'])} | "
-                f"{_fmt(s['test_auc_mean'], s['test_auc_std'])} | {_fmt(s['val_acc_mean'], s['val_acc_std'])} | "
-                f"{_fmt(s['val_auc_mean'], s['val_auc_std'])} | {r['params_trainable'] / 1e6:.2f}M / "
+                f"| {LABELS[name]} | {_fmt(s['test_acc_mean'], s['test_acc_std'], s['n'])} | "
+                f"{_fmt(s['test_auc_mean'], s['test_auc_std'], s['n'])} | "
+                f"{_fmt(s['val_acc_mean'], s['val_acc_std'], s['n'])} | "
+                f"{_fmt(s['val_auc_mean'], s['val_auc_std'], s['n'])} | {r['params_trainable'] / 1e6:.2f}M / "
                 f"{r['params_frozen'] / 1e6:.2f}M | {s['n']} |"
             )
         if flag in PAPER:
@@ -171,13 +186,11 @@ def write_markdown(table: dict[str, dict[str, Any]], out: Path, command: str, re
         if "baseline" in arms and "r_llm" in arms:
             d_acc = arms["r_llm"]["test_acc_mean"] - arms["baseline"]["test_acc_mean"]
             d_auc = arms["r_llm"]["test_auc_mean"] - arms["baseline"]["test_auc_mean"]
-            accs = [r["test"]["acc"] for r in arms["baseline"]["runs"]] + [
-                r["test"]["acc"] for r in arms["r_llm"]["runs"]
-            ]
+            n_b, n_r = arms["baseline"]["n"], arms["r_llm"]["n"]
             lines += [
                 "",
                 f"Measured: +R-LLM minus baseline = {100 * d_acc:+.2f} ACC points, {100 * d_auc:+.2f} AUC points "
-                f"(seed spread of test ACC across both arms: {100 * float(np.std(accs)):.2f} points).",
+                f"(means over {n_r} and {n_b} seeds; compare with the ± columns before reading anything into it).",
             ]
         lines.append("")
     atomic_write_text(out, "\n".join(lines))
@@ -209,7 +222,7 @@ def main() -> None:
     command = "python benchmarks/results_table.py" + (
         f" --seeds {','.join(map(str, args.seeds))}" if args.seeds != [0, 1, 2] else ""
     )
-    write_markdown(table, args.out, command, args.results)
+    write_markdown(table, args.out, command, args.results, args.seeds)
     print(args.out.read_text())
 
 

@@ -40,7 +40,7 @@ def test_results_table_smoke(medmnist_root, tmp_path):
     for arm in summary.values():
         assert arm["n"] == 2 and arm["seeds"] == [0, 1]
     r = summary["r_llm"]
-    assert f"{100 * r['test_acc_mean']:.2f} ± {100 * r['test_acc_std']:.2f}" in text
+    assert f"{100 * r['test_acc_mean']:.2f} ± {100 * r['test_acc_std']:.2f}" in text and "IN PROGRESS" in text
     assert "54.25" in text and "checkpoint picked on the **test** split" in text
     # rerunning skips finished runs (their metrics are reused, not recomputed)
     before = (tmp_path / "runs/retinamnist/baseline/seed0/metrics.json").stat().st_mtime_ns
