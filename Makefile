@@ -5,7 +5,7 @@ PY := .venv/bin/python
 SHARED ?= ../shared
 MEDMNIST_ROOT ?= $(SHARED)/medmnist
 
-.PHONY: venv demo test lint bench-p1 clean
+.PHONY: venv demo test lint bench-p1 bench-p2p3 results-table zoo-table clean
 
 venv:
 	@bash tools/bootstrap.sh
@@ -29,6 +29,16 @@ test: lint
 
 bench-p1: venv
 	$(PY) benchmarks/p1_load_layer.py
+
+bench-p2p3: venv
+	$(PY) benchmarks/p2p3_speed.py
+
+# hours on 2 CPU cores; resumable: rerun to continue, committed results are kept
+results-table: venv
+	$(PY) benchmarks/results_table.py --data-root $(MEDMNIST_ROOT)
+
+zoo-table: venv
+	$(PY) benchmarks/zoo_table.py
 
 clean:
 	rm -rf .venv build dist *.egg-info .pytest_cache .ruff_cache
