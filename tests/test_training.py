@@ -270,3 +270,11 @@ def test_3d_training_and_cam_through_the_cli(medmnist_root, tiny_llm, tmp_path):
     assert (out / "cam_test.png").stat().st_size > 1000
     with pytest.raises(ValueError, match=r"3D dataset: model must be one of the rllm_zoo\.monai presets"):
         fit(TrainConfig(flag="nodulemnist3d", data_root=str(medmnist_root), out=str(tmp_path / "x")))
+
+
+def test_cli_list_and_bad_run_folder(tmp_path, capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "rllm_vit_micro_patch4_28" in out and "rllm_vit3d_small" in out and "adrenalmnist3d" in out
+    assert main(["eval", str(tmp_path)]) == 2
+    assert "is not a run folder (no config.yaml)" in capsys.readouterr().err
