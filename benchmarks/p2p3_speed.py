@@ -244,9 +244,11 @@ def main() -> None:
                 )
                 print(f"p2p3: {size}px {arm} {task}", file=sys.stderr, flush=True)
                 results["sizes"].setdefault(str(size), {}).setdefault(arm, {})[task] = run_case(spec)
-    command = "python benchmarks/p2p3_speed.py" + (
-        "" if args.sizes == [28, 224] else f" --sizes {' '.join(map(str, args.sizes))}"
-    )
+    command = "python benchmarks/p2p3_speed.py"
+    if args.sizes != [28, 224]:
+        command += f" --sizes {' '.join(map(str, args.sizes))}"
+    if args.repeats != 5:
+        command += f" --repeats {args.repeats}"
     _atomic(args.out / "p2p3_speed.json", json.dumps(results, indent=2))
     _atomic(args.out / "p2p3_speed.md", table(results, command))
     print((args.out / "p2p3_speed.md").read_text())
