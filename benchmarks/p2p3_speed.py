@@ -140,13 +140,6 @@ def run_case(spec: dict) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def table(results: dict, command: str) -> str:
     lines = [
         "# P2 / P3: speed and memory of the booster",
@@ -222,6 +215,8 @@ def main() -> None:
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return
+    from rllm_zoo.training.config import atomic_write_text
+
     llama7b = str(_llama7b_config(args.cache_dir))
     results: dict = {
         "meta": {"cpu": platform.processor() or platform.machine(), "repeats": args.repeats},
@@ -249,8 +244,8 @@ def main() -> None:
         command += f" --sizes {' '.join(map(str, args.sizes))}"
     if args.repeats != 5:
         command += f" --repeats {args.repeats}"
-    _atomic(args.out / "p2p3_speed.json", json.dumps(results, indent=2))
-    _atomic(args.out / "p2p3_speed.md", table(results, command))
+    atomic_write_text(args.out / "p2p3_speed.json", json.dumps(results, indent=2))
+    atomic_write_text(args.out / "p2p3_speed.md", table(results, command))
     print((args.out / "p2p3_speed.md").read_text())
 
 

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
-import tempfile
 from pathlib import Path
 
 import timm
@@ -21,6 +19,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import rllm_zoo
+from rllm_zoo.training.config import atomic_write_text
 
 
 def gflops(model: torch.nn.Module, size: tuple[int, ...]) -> float:
@@ -49,14 +48,6 @@ def measure(name: str, llm: str) -> dict:
     }
 
 
-def atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -65,7 +56,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/zoo.md"))
     args = parser.parse_args()
     rows = [measure(name, args.llm) for name in timm.list_models("rllm_*")]
-    atomic_write(
+    atomic_write_text(
         args.out.with_suffix(".json"), json.dumps({"torch": torch.__version__, "rows": rows}, indent=2)
     )
     lines = [
@@ -86,7 +77,7 @@ def main() -> None:
             f"{r['params_trainable_M']:.2f} | {r['params_frozen_M']:.2f} | {r['params_baseline_M']:.2f} | "
             f"{r['gflops']:.3f} | {r['gflops_baseline']:.3f} | {', '.join(r['pretrained_tags']) or '-'} |"
         )
-    atomic_write(args.out, "\n".join(lines) + "\n")
+    atomic_write_text(args.out, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
