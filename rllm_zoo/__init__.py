@@ -10,11 +10,13 @@ Example:
 
 from . import timm_vit  # noqa: F401  (registers the rllm_vit_* family in timm)
 from .booster import VARIANTS, LLMBooster, UnitRMSNorm, trainable_parameters
+from .hub import HubError, load_from_hub, push_run, push_to_hub, save_pretrained
 from .llm import (
     DEFAULT_LLM,
     BlockInfo,
     CheckpointError,
     LLMBlock,
+    LLMChecksumError,
     LLMSourceError,
     UnsupportedArchitectureError,
     load_llm_block,
@@ -29,13 +31,19 @@ __all__ = [
     "BlockInfo",
     "BoostedVisionTransformer",
     "CheckpointError",
+    "HubError",
     "LLMBlock",
     "LLMBooster",
+    "LLMChecksumError",
     "LLMSourceError",
     "UnitRMSNorm",
     "UnsupportedArchitectureError",
     "__version__",
     "booster_args",
+    "load_from_hub",
     "load_llm_block",
+    "push_run",
+    "push_to_hub",
+    "save_pretrained",
     "trainable_parameters",
 ]

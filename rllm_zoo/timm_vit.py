@@ -27,12 +27,22 @@ from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_
 from torch import nn
 
 from .booster import VARIANTS, LLMBooster
-from .llm import DEFAULT_LLM, load_llm_block
+from .llm import DEFAULT_LLM, load_llm_block, referenced_block
 
 __all__ = ["BOOSTER_ARGS", "BoostedVisionTransformer", "booster_args", "default_hub_org"]
 
 #: Keyword arguments of the booster, recorded in ``model.booster_args`` (JSON-serialisable).
-BOOSTER_ARGS = ("llm", "llm_layer", "booster", "freeze_llm", "llm_post_norm", "llm_revision")
+BOOSTER_ARGS = (
+    "llm",
+    "llm_layer",
+    "booster",
+    "freeze_llm",
+    "llm_post_norm",
+    "llm_revision",
+    "llm_sha256",
+    "llm_config",
+    "llm_width",
+)
 
 #: Hub organisation that hosts the zoo's pretrained tags.
 default_hub_org = "rllm-zoo"
@@ -50,6 +60,11 @@ class BoostedVisionTransformer(VisionTransformer):
         freeze_llm: keep the LLM block frozen (the paper's finding: fine-tuning hurts).
         llm_post_norm: unit-weight RMSNorm after the block (as in the R-LLM code).
         llm_revision: Hub revision of ``llm``.
+        llm_sha256: the sha256 the layer must hash to (``block.info.sha256``); set by published
+            models so that re-reading a different LLM file fails instead of silently differing.
+        llm_config: the LLM's config as a dict: the block is rebuilt from it without reading
+            the LLM, for checkpoints that carry the block's weights (published "full" models).
+        llm_width: adapter width of the ``mlp`` control (default: the LLM's width).
         vit_pretrained: initialise the ViT part from a timm checkpoint of the same width:
             a timm model name (``"vit_small_patch16_224.augreg_in21k_ft_in1k"``), an
             ``"hf-hub:"`` or ``"local-dir:"`` name, or a weights file. Position embeddings
@@ -69,6 +84,9 @@ class BoostedVisionTransformer(VisionTransformer):
         freeze_llm: bool = True,
         llm_post_norm: bool = True,
         llm_revision: str | None = None,
+        llm_sha256: str | None = None,
+        llm_config: dict | None = None,
+        llm_width: int | None = None,
         vit_pretrained: str | None = None,
         vit_arch: str = "vit_small_patch16_224",
         **kwargs: Any,
@@ -90,15 +108,23 @@ class BoostedVisionTransformer(VisionTransformer):
             "freeze_llm": freeze_llm,
             "llm_post_norm": llm_post_norm,
             "llm_revision": llm_revision,
+            "llm_sha256": llm_sha256,
+            "llm_config": llm_config,
+            "llm_width": llm_width,
         }
         self.booster: LLMBooster | None = None
         if booster is not None:
             if booster == "mlp" or llm is None:
                 if booster != "mlp":
                     raise ValueError(f"booster={booster!r} needs an LLM; pass llm=... or use booster='mlp'")
-                block, width = None, _mlp_width(llm, llm_layer, llm_revision)
+                width = llm_width or (
+                    int(llm_config["hidden_size"]) if llm_config else _mlp_width(llm, llm_layer, llm_revision)
+                )
+                block = None
             else:
-                block = load_llm_block(llm, layer=llm_layer, revision=llm_revision)
+                block = referenced_block(
+                    llm, llm_layer, revision=llm_revision, sha256=llm_sha256, config=llm_config
+                )
                 width = block.width
             self.booster = LLMBooster(
                 self.embed_dim,
@@ -212,7 +238,18 @@ def _load_vit_part(model: BoostedVisionTransformer, source: str, base_arch: str)
 def _filter_fn(
     state_dict: dict[str, torch.Tensor], model: BoostedVisionTransformer
 ) -> dict[str, torch.Tensor]:
-    """timm's ViT checkpoint filter (pos-embed resampling, stem adaptation), booster kept as is."""
+    """timm's ViT checkpoint filter (pos-embed resampling, stem adaptation), booster kept as is.
+
+    A *delta* checkpoint (trainable weights only) lacks the frozen LLM block: its tensors are
+    taken from the block the model already holds (read from its source and checked against
+    ``llm_sha256`` at construction), so timm's strict load still catches any other gap.
+    """
+    frozen = {
+        n for n, p in model.named_parameters() if not p.requires_grad and n.startswith("booster.block.")
+    }
+    if frozen and not any(k.startswith("booster.block.") for k in state_dict):
+        own = model.state_dict()
+        state_dict = {**state_dict, **{k: own[k] for k in own if k.startswith("booster.block.")}}
     boost = {k: v for k, v in state_dict.items() if k.startswith("booster.")}
     rest = {k: v for k, v in state_dict.items() if not k.startswith("booster.")}
     out = checkpoint_filter_fn(rest, model)
@@ -230,6 +267,11 @@ def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> BoostedVis
             pretrained_cfg_overlay=kwargs.get("pretrained_cfg_overlay"),
         )
         hub_id = cfg.hf_hub_id
+        if hub_id and not (cfg.hf_hub_filename or "").endswith(".safetensors"):
+            # weights from the Hub are read from safetensors only: never unpickle a download
+            overlay = dict(kwargs.get("pretrained_cfg_overlay") or {})
+            overlay["hf_hub_filename"] = "model.safetensors"
+            kwargs["pretrained_cfg_overlay"] = overlay
         if not any((cfg.hf_hub_id, cfg.url, cfg.file, cfg.state_dict)):
             raise RuntimeError(
                 f"{variant}.{cfg.tag or ''} has no published pretrained weights; use pretrained=False, "
@@ -246,6 +288,16 @@ def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> BoostedVis
         )
     except Exception as e:
         if hub_id and _is_hub_error(e):
+            from .hub.errors import remove_partial_downloads
+
+            remove_partial_downloads(hub_id.split("@")[0])
+            if "EntryNotFound" in type(e).__name__ and "model.safetensors" in str(e):
+                raise RuntimeError(
+                    f"the Hub repo {hub_id!r} has no model.safetensors: rllm_zoo loads Hub weights from "
+                    "safetensors only, because unpickling a downloaded checkpoint can run arbitrary code. "
+                    "Publish safetensors (rllm_zoo.push_to_hub does), or convert a checkpoint you trust "
+                    "with safetensors.torch.save_file."
+                ) from e
             raise RuntimeError(
                 f"pretrained weights for {variant!r} could not be fetched from the Hugging Face Hub repo "
                 f"{hub_id!r} ({type(e).__name__}); they may not be published yet, or the Hub is unreachable. "

@@ -107,3 +107,53 @@ def medmnist_root(tmp_path_factory):
         write_medmnist_npz(root, flag)
     write_medmnist_npz(root, "nodulemnist3d", n=(16, 8, 8))
     return root
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A local Hugging Face Hub (tests/hub_server.py) for tests that download or upload through huggingface_hub.
+
+
+@pytest.fixture(scope="session")
+def local_hub_server():
+    """A :class:`hub_server.LocalHubServer` serving on 127.0.0.1 for the whole session.
+
+    Repos persist across tests: make fresh ones with ``local_hub.new_repo_id()``. Prefer ``local_hub``, which also
+    points the client at the server.
+    """
+    from hub_server import LocalHubServer
+
+    server = LocalHubServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def local_hub(local_hub_server, monkeypatch, tmp_path):
+    """The local Hub, with this process's huggingface_hub pointed at it for the test (fresh cache and HF_HOME).
+
+    Sets HF_ENDPOINT, HF_HOME/HF_HUB_CACHE (under ``tmp_path / "hf_home"``), a dummy HF_TOKEN, HF_HUB_DISABLE_XET=1,
+    HF_HUB_DISABLE_TELEMETRY=1 and HF_HUB_OFFLINE=0 in ``os.environ`` and patches the constants huggingface_hub
+    computed from them at import (see ``hub_server.point_hub_client``); the request log and faults start empty.
+
+    Usage::
+
+        def test_x(local_hub):
+            repo = local_hub.new_repo_id()
+            sha = local_hub.add_files(repo, {"config.json": "{}"}, tag="v1")  # direct seeding, no HTTP
+            path = hf_hub_download(repo, "config.json")
+            local_hub.inject("drop", "config.json", method="GET")  # fault injection
+            subprocess.run([sys.executable, "-c", code], env={**os.environ, **local_hub.env})  # same endpoint
+            local_hub.set_offline()  # HF_HUB_OFFLINE=1: constants, os.environ and local_hub.env
+            hf_hub_download(repo, "config.json")  # now served from the cache, no request is made
+    """
+    from hub_server import point_hub_client, reset_hub_client
+
+    local_hub_server.reset_stats()
+    local_hub_server.clear_faults()
+    point_hub_client(monkeypatch, local_hub_server, tmp_path / "hf_home")
+    yield local_hub_server
+    local_hub_server.clear_faults()
+    reset_hub_client()
+    local_hub_server.env = {}
+    local_hub_server.hf_home = None
+    local_hub_server._patcher = None

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from rllm_zoo.bundles import writer as bundle_writer
 from rllm_zoo.data import FLAGS_3D
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,7 +99,7 @@ def test_generator_covers_every_3d_flag():
         assert meta["network_data_format"]["outputs"]["pred"]["num_channels"] == len(info["label"])
         assert info["python_class"] in files["docs/README.md"]
     with pytest.raises(ValueError, match="choose one of adrenalmnist3d, fracturemnist3d"):
-        gen.flag_info("chestmnist")
+        bundle_writer.flag_info("chestmnist")
     with pytest.raises(SystemExit):
         gen.main(["--flag", "chestmnist", "--out", "unused"])
 

@@ -3,7 +3,15 @@
 from .architectures import TESTED_FAMILIES, UnsupportedArchitectureError
 from .block import BlockInfo, LLMBlock, tensor_sha256
 from .checkpoint import CheckpointError
-from .sources import ALIASES, DEFAULT_LLM, LLMSourceError, embedded_smollm2_path, load_llm_block
+from .reference import LLMChecksumError, may_redistribute, referenced_block
+from .sources import (
+    ALIASES,
+    DEFAULT_LLM,
+    LLMSourceError,
+    embedded_smollm2_path,
+    llm_block_from_config,
+    load_llm_block,
+)
 
 __all__ = [
     "ALIASES",
@@ -12,9 +20,13 @@ __all__ = [
     "BlockInfo",
     "CheckpointError",
     "LLMBlock",
+    "LLMChecksumError",
     "LLMSourceError",
     "UnsupportedArchitectureError",
     "embedded_smollm2_path",
+    "llm_block_from_config",
     "load_llm_block",
+    "may_redistribute",
+    "referenced_block",
     "tensor_sha256",
 ]

@@ -30,6 +30,7 @@ __all__ = [
     "DEFAULT_LLM",
     "LLMSourceError",
     "embedded_smollm2_path",
+    "llm_block_from_config",
     "load_llm_block",
     "resolve_source",
 ]
@@ -356,7 +357,7 @@ def load_llm_block(
         dtype=str(p.dtype).removeprefix("torch."),
         extra={"seed": seed} if random_init else {},
     )
-    return LLMBlock(
+    block = LLMBlock(
         skel.layer,
         info,
         rotary=skel.rotary,
@@ -364,3 +365,77 @@ def load_llm_block(
         use_rotary=rotary,
         layer_type=layer_types[idx] if layer_types else None,
     )
+    block.config = text_config
+    return block
+
+
+def llm_block_from_config(
+    config: dict,
+    layer: int,
+    *,
+    source: str,
+    revision: str | None = None,
+    sha256: str | None = None,
+    license: str | None = None,
+    dtype: torch.dtype | None = torch.float32,
+    attn_implementation: str = "sdpa",
+) -> LLMBlock:
+    """An LLM block of the architecture in ``config`` whose weights will come from elsewhere.
+
+    Used to rebuild a self-contained checkpoint that already holds the block's tensors: no
+    LLM file is read. The block is filled with a fixed placeholder initialisation; its
+    ``info`` records the provenance given here (``source``, ``revision``, ``sha256``).
+
+    Args:
+        config: the LLM's (text) config as a dict (``block.config.to_dict()``), with ``model_type``.
+        layer: the layer index the weights were taken from (non-negative).
+
+    Example:
+        >>> src = load_llm_block("random:smollm2")                           # doctest: +SKIP
+        >>> twin = llm_block_from_config(src.config.to_dict(), src.info.layer, source="smollm2")  # doctest: +SKIP
+        >>> twin.load_state_dict(src.state_dict())                           # doctest: +SKIP
+    """
+    from transformers import AutoConfig
+
+    if not isinstance(config, dict) or "model_type" not in config:
+        raise LLMSourceError(
+            "llm_config must be the LLM's config as a dict with a 'model_type' key "
+            "(e.g. block.config.to_dict()); got "
+            + (
+                type(config).__name__
+                if not isinstance(config, dict)
+                else f"a dict with keys {sorted(config)[:6]}"
+            )
+        )
+    fields = {k: v for k, v in config.items() if k != "model_type"}
+    try:
+        cfg = AutoConfig.for_model(config["model_type"], **fields)
+    except (KeyError, ValueError) as e:
+        raise UnsupportedArchitectureError(
+            f"llm_config has model_type {config['model_type']!r}, which this transformers version does not "
+            f"know ({e}). {_supported_message()}"
+        ) from e
+    num_layers = int(getattr(cfg, "num_hidden_layers", 0) or 0)
+    idx = normalize_layer_index(layer, num_layers, what="llm_config")
+    skel = build_layer_skeleton(cfg, idx, attn_implementation=attn_implementation, keep_model=True)
+    _random_fill(skel, dtype, seed=0)
+    skel.model = None
+    layer_types = getattr(skel.text_config, "layer_types", None)
+    p = next(skel.layer.parameters())
+    info = BlockInfo(
+        architecture=str(skel.text_config.model_type),
+        width=int(skel.text_config.hidden_size),
+        layer=idx,
+        num_layers=num_layers,
+        source=source,
+        revision=revision,
+        sha256=sha256,
+        license=license,
+        dtype=str(p.dtype).removeprefix("torch."),
+        extra={"rebuilt_from_config": True},
+    )
+    block = LLMBlock(
+        skel.layer, info, rotary=skel.rotary, layer_type=layer_types[idx] if layer_types else None
+    )
+    block.config = skel.text_config
+    return block

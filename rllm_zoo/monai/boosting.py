@@ -20,7 +20,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..booster import VARIANTS, LLMBooster
-from ..llm import load_llm_block
+from ..llm import referenced_block
 
 __all__ = ["DEFAULT_MLP_WIDTH", "build_booster"]
 
@@ -46,6 +46,9 @@ def build_booster(
     freeze_llm: bool = True,
     llm_post_norm: bool = True,
     llm_width: int | None = None,
+    llm_revision: str | None = None,
+    llm_sha256: str | None = None,
+    llm_config: dict | None = None,
 ) -> LLMBooster | None:
     """The :class:`~rllm_zoo.booster.LLMBooster` a network asked for, or ``None`` for the baseline.
 
@@ -62,6 +65,10 @@ def build_booster(
         llm_post_norm: unit-weight RMSNorm after the block (as in the R-LLM code).
         llm_width: adapter width; read from the block when omitted. For the ``mlp`` control
             with an LLM source string, giving it skips loading the LLM just to learn its width.
+        llm_revision: Hub revision of ``llm``.
+        llm_sha256: sha256 the layer must hash to (published models record it).
+        llm_config: LLM config dict: rebuild the block from it without reading ``llm`` (for
+            checkpoints that hold the block's weights).
     """
     if not use_booster:
         return None
@@ -78,9 +85,13 @@ def build_booster(
             )
         return LLMBooster(hidden_size, None, variant="mlp", llm_width=llm_width or DEFAULT_MLP_WIDTH)
     if isinstance(llm, str):
+        if booster == "mlp" and llm_width is None and llm_config:
+            llm_width = int(llm_config["hidden_size"])
         if booster == "mlp" and llm_width is not None:
             return LLMBooster(hidden_size, None, variant="mlp", llm_width=llm_width)
-        block: nn.Module = load_llm_block(llm, layer=llm_layer)
+        block: nn.Module = referenced_block(
+            llm, llm_layer, revision=llm_revision, sha256=llm_sha256, config=llm_config
+        )
     elif isinstance(llm, nn.Module):
         block = llm
     else:

@@ -112,4 +112,8 @@ def create_network(name: str, **overrides: Any) -> nn.Module:
         True
     """
     cls, args, _ = _lookup(name)
-    return cls(**{**args, **overrides})
+    net = cls(**{**args, **overrides})
+    # what rebuilds it (a published bundle's network_def records the same)
+    net.network_name = name
+    net.network_overrides = dict(overrides)
+    return net

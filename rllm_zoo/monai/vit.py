@@ -52,6 +52,9 @@ class BoostedViT(BoostedNetwork):
         freeze_llm: keep the LLM block frozen (the paper's setting).
         llm_post_norm: unit-weight RMSNorm after the LLM block.
         llm_width: adapter width (read from the block when omitted).
+        llm_revision, llm_sha256, llm_config: how published checkpoints pin their block (see
+            :func:`rllm_zoo.llm.referenced_block`): the Hub revision, the sha256 the layer must
+            hash to, and the LLM config to rebuild the block from when the checkpoint holds it.
 
     ``forward(x)`` returns logits ``(B, num_classes)``; :meth:`forward_features` returns the
     final tokens ``(B, 1 + num_patches, hidden_size)`` with the CLS token first.
@@ -77,6 +80,9 @@ class BoostedViT(BoostedNetwork):
         freeze_llm: bool = True,
         llm_post_norm: bool = True,
         llm_width: int | None = None,
+        llm_revision: str | None = None,
+        llm_sha256: str | None = None,
+        llm_config: dict | None = None,
     ) -> None:
         super().__init__()
         self._init_patch_embedding(
@@ -104,6 +110,9 @@ class BoostedViT(BoostedNetwork):
             freeze_llm=freeze_llm,
             llm_post_norm=llm_post_norm,
             llm_width=llm_width,
+            llm_revision=llm_revision,
+            llm_sha256=llm_sha256,
+            llm_config=llm_config,
         )
         self.norm = nn.LayerNorm(hidden_size)
         self.head = nn.Linear(hidden_size, num_classes)

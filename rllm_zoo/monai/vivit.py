@@ -51,7 +51,8 @@ class BoostedViViT(BoostedNetwork):
         num_layers: blocks of the spatial encoder.
         num_temporal_layers: blocks of the temporal encoder (default: ``num_layers``).
         num_classes: output logits.
-        use_booster, llm, llm_layer, booster, freeze_llm, llm_post_norm, llm_width: the booster
+        use_booster, llm, llm_layer, booster, freeze_llm, llm_post_norm, llm_width, llm_revision,
+            llm_sha256, llm_config: the booster
             options of :class:`BoostedViT`; the booster sits after the temporal encoder.
 
     ``forward(x)`` returns logits ``(B, num_classes)``; :meth:`forward_features` returns the
@@ -79,6 +80,9 @@ class BoostedViViT(BoostedNetwork):
         freeze_llm: bool = True,
         llm_post_norm: bool = True,
         llm_width: int | None = None,
+        llm_revision: str | None = None,
+        llm_sha256: str | None = None,
+        llm_config: dict | None = None,
     ) -> None:
         super().__init__()
         self._init_patch_embedding(
@@ -115,6 +119,9 @@ class BoostedViViT(BoostedNetwork):
             freeze_llm=freeze_llm,
             llm_post_norm=llm_post_norm,
             llm_width=llm_width,
+            llm_revision=llm_revision,
+            llm_sha256=llm_sha256,
+            llm_config=llm_config,
         )
         self.norm = nn.LayerNorm(hidden_size)
         self.head = nn.Linear(hidden_size, num_classes)

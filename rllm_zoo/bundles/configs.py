@@ -1,6 +1,6 @@
 """The MONAI bundle configs (train, multi-GPU train, evaluate, inference) for one 3D MedMNIST set.
 
-Each function returns a JSON-ready dict; ``make_bundle.py`` writes them under ``configs/``.
+Each function returns a JSON-ready dict; :func:`rllm_zoo.bundles.write_bundle` writes them under ``configs/``.
 Every value a user may want to change is a top-level key, overridable on the command line
 (``--epochs 3``, ``--dataset_dir DIR``, ``--llm random:smollm2``, ``--use_booster False``...).
 """
