@@ -5,6 +5,9 @@ rllm-zoo train --config configs/retina.yaml --booster mlp --seeds 0,1,2
 torchrun --nproc_per_node 2 -m rllm_zoo train --flag retinamnist ...
 rllm-zoo eval runs/retina --split test
 rllm-zoo package runs/retina
+rllm-zoo push runs/retina --repo-id me/retina-r-llm [--weights delta]
+rllm-zoo pull me/retina-r-llm [--revision v1]
+rllm-zoo publish [--zoo zoo] [--org rllm-zoo] [--dry-run]
 rllm-zoo list
 """
 
@@ -68,6 +71,69 @@ def _package(args: argparse.Namespace) -> int:
     return 0
 
 
+def _push(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .hub import load_from_folder, push_run, push_to_hub
+
+    src = Path(args.source)
+    common = dict(weights=args.weights, private=args.private, revision=args.revision, tag=args.tag)
+    if (src / "best.pt").is_file():
+        res = push_run(src, args.repo_id, **common)
+    elif src.is_dir():
+        import json as _json
+
+        metrics = (
+            _json.loads((src / "metrics.json").read_text()) if (src / "metrics.json").is_file() else None
+        )
+        res = push_to_hub(
+            load_from_folder(src),
+            args.repo_id,
+            dataset_flag=(metrics or {}).get("flag"),
+            metrics=metrics,
+            run_dir=src,
+            **common,
+        )
+    else:
+        raise FileNotFoundError(f"{src} is neither a run folder (with best.pt) nor a packaged model folder")
+    print(json.dumps({k: v for k, v in dataclasses.asdict(res).items() if k != "files"}, indent=2))
+    return 0
+
+
+def _pull(args: argparse.Namespace) -> int:
+    from .hub import llm_reference, load_from_hub, save_pretrained
+
+    model = load_from_hub(args.repo_id, revision=args.revision)
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    n_frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    info = {
+        "repo_id": args.repo_id,
+        "revision": args.revision,
+        "class": type(model).__name__,
+        "params_trainable": n_train,
+        "params_frozen": n_frozen,
+        "llm": llm_reference(model),
+    }
+    if args.out:
+        meta = getattr(model, "bundle_metadata", None)
+        flag = None
+        if meta is not None:
+            from .data import FLAGS_3D
+
+            flag = next((f for f in FLAGS_3D if f in json.dumps(meta).lower()), None)
+        info["saved"] = save_pretrained(model, args.out, weights=args.weights, dataset_flag=flag)["folder"]
+    print(json.dumps(info, indent=2, default=str))
+    return 0
+
+
+def _publish(args: argparse.Namespace) -> int:
+    from .hub.zoo import publish_zoo
+
+    rows = publish_zoo(args.zoo, org=args.org, weights=args.weights, dry_run=args.dry_run)
+    print(json.dumps(rows, indent=2))
+    return 0
+
+
 def _cam(args: argparse.Namespace) -> int:
     from .training.explain import cam_for_run
 
@@ -107,6 +173,27 @@ def build_parser() -> argparse.ArgumentParser:
     pk.add_argument("run")
     pk.add_argument("--out", default=None)
     pk.set_defaults(func=_package)
+    weights_help = "auto: full unless the LLM's licence forbids redistribution; delta: trainable weights only"
+    push = sub.add_parser("push", help="push a run (or a packaged folder) to a Hugging Face Hub repo")
+    push.add_argument("source", help="a train run's --out folder, or a folder written by `rllm-zoo package`")
+    push.add_argument("--repo-id", required=True, help="org/name")
+    push.add_argument("--weights", default="auto", choices=["auto", "full", "delta"], help=weights_help)
+    push.add_argument("--revision", default=None, help="branch to commit to (default main)")
+    push.add_argument("--tag", default=None, help="git tag for the commit (3D bundles: the bundle version)")
+    push.add_argument("--private", action="store_true")
+    push.set_defaults(func=_push)
+    pull = sub.add_parser("pull", help="download and check a published model (cached for offline use)")
+    pull.add_argument("repo_id", help="org/name[@revision]")
+    pull.add_argument("--revision", default=None)
+    pull.add_argument("--out", default=None, help="also write it as a local folder")
+    pull.add_argument("--weights", default="auto", choices=["auto", "full", "delta"], help=weights_help)
+    pull.set_defaults(func=_pull)
+    pub = sub.add_parser("publish", help="push every zoo member (zoo/) to the Hub, each with its card")
+    pub.add_argument("--zoo", default="zoo", help="folder of zoo members (benchmarks/zoo_release.py)")
+    pub.add_argument("--org", default="rllm-zoo", help="Hub organisation (default: rllm-zoo)")
+    pub.add_argument("--weights", default="auto", choices=["auto", "full", "delta"], help=weights_help)
+    pub.add_argument("--dry-run", action="store_true", help="sizes only, no upload")
+    pub.set_defaults(func=_publish)
     cam = sub.add_parser("cam", help="Grad-CAM overlays (PNG) of a run's selected checkpoint")
     cam.add_argument("run")
     cam.add_argument("--split", default="test", choices=["train", "val", "test"])
@@ -120,10 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .hub.errors import HubError
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError, HubError) as e:
         print(f"rllm-zoo {args.command}: error: {e}", file=sys.stderr)
         return 2
 

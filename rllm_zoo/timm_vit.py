@@ -42,6 +42,7 @@ BOOSTER_ARGS = (
     "llm_sha256",
     "llm_config",
     "llm_width",
+    "llm_license",
 )
 
 #: Hub organisation that hosts the zoo's pretrained tags.
@@ -65,6 +66,8 @@ class BoostedVisionTransformer(VisionTransformer):
         llm_config: the LLM's config as a dict: the block is rebuilt from it without reading
             the LLM, for checkpoints that carry the block's weights (published "full" models).
         llm_width: adapter width of the ``mlp`` control (default: the LLM's width).
+        llm_license: licence of the LLM's weights, recorded when the block is rebuilt from
+            ``llm_config`` (a block read from its source reports the source's own licence).
         vit_pretrained: initialise the ViT part from a timm checkpoint of the same width:
             a timm model name (``"vit_small_patch16_224.augreg_in21k_ft_in1k"``), an
             ``"hf-hub:"`` or ``"local-dir:"`` name, or a weights file. Position embeddings
@@ -87,6 +90,7 @@ class BoostedVisionTransformer(VisionTransformer):
         llm_sha256: str | None = None,
         llm_config: dict | None = None,
         llm_width: int | None = None,
+        llm_license: str | None = None,
         vit_pretrained: str | None = None,
         vit_arch: str = "vit_small_patch16_224",
         **kwargs: Any,
@@ -111,6 +115,7 @@ class BoostedVisionTransformer(VisionTransformer):
             "llm_sha256": llm_sha256,
             "llm_config": llm_config,
             "llm_width": llm_width,
+            "llm_license": llm_license,
         }
         self.booster: LLMBooster | None = None
         if booster is not None:
@@ -123,7 +128,12 @@ class BoostedVisionTransformer(VisionTransformer):
                 block = None
             else:
                 block = referenced_block(
-                    llm, llm_layer, revision=llm_revision, sha256=llm_sha256, config=llm_config
+                    llm,
+                    llm_layer,
+                    revision=llm_revision,
+                    sha256=llm_sha256,
+                    config=llm_config,
+                    license=llm_license,
                 )
                 width = block.width
             self.booster = LLMBooster(
@@ -248,6 +258,11 @@ def _filter_fn(
         n for n, p in model.named_parameters() if not p.requires_grad and n.startswith("booster.block.")
     }
     if frozen and not any(k.startswith("booster.block.") for k in state_dict):
+        if model.booster.block.info.extra.get("rebuilt_from_config"):
+            raise ValueError(
+                "this checkpoint holds no LLM block weights (delta) but the model was built with llm_config, "
+                "which expects them in the checkpoint; drop llm_config so the block is read from its source"
+            )
         own = model.state_dict()
         state_dict = {**state_dict, **{k: own[k] for k in own if k.startswith("booster.block.")}}
     boost = {k: v for k, v in state_dict.items() if k.startswith("booster.")}
@@ -278,6 +293,12 @@ def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> BoostedVis
                 f"or a tag listed by timm.list_pretrained('{variant}*')"
             )
     try:
+        if hub_id and cfg.tag and cfg.source != "hf-hub" and hub_id.startswith(f"{default_hub_org}/"):
+            # a zoo tag: its repo's config.json says how it was built (booster arm, LLM layer, sha256)
+            from timm.models._hub import load_model_config_from_hf
+
+            _, _, hub_args = load_model_config_from_hf(hub_id)
+            kwargs = {**hub_args, **kwargs}
         return build_model_with_cfg(
             BoostedVisionTransformer,
             variant,
@@ -358,11 +379,16 @@ default_cfgs = generate_default_cfgs(
         "rllm_vit_base_patch16_224.untrained": _cfg(input_size=(3, 224, 224)),
         "rllm_vit_tiny_patch8_64.untrained": _cfg(input_size=(3, 64, 64)),
         "rllm_vit_small_patch8_64.untrained": _cfg(input_size=(3, 64, 64)),
-        # Native MedMNIST resolution. The RetinaMNIST tags are trained by the results table
-        # (docs/results.md) and published by `rllm-zoo publish`.
-        "rllm_vit_micro_patch4_28.retinamnist_r_llm": _medmnist_cfg(
-            28, 5, hf_hub_id=f"{default_hub_org}/rllm_vit_micro_patch4_28.retinamnist_r_llm"
-        ),
+        # Native MedMNIST resolution. The RetinaMNIST tags are the best seed (on val) of each boosted
+        # arm of the results table (docs/results.md), published by `rllm-zoo publish`; their
+        # booster arguments (LLM source, layer, sha256) come from the repo's config.json.
+        "rllm_vit_micro_patch4_28.untrained": _cfg(input_size=(3, 28, 28)),
+        **{
+            f"rllm_vit_micro_patch4_28.retinamnist_{arm}": _medmnist_cfg(
+                28, 5, hf_hub_id=f"{default_hub_org}/rllm_vit_micro_patch4_28.retinamnist_{arm}"
+            )
+            for arm in ("r_llm", "mlp", "r_llm_random")
+        },
         "rllm_vit_tiny_patch4_28.untrained": _cfg(input_size=(3, 28, 28)),
         "rllm_vit_small_patch4_28.untrained": _cfg(input_size=(3, 28, 28)),
     }

@@ -268,3 +268,101 @@ def test_card_without_metrics_has_no_model_index(tmp_path):
     rllm_zoo.save_pretrained(tiny_2d(llm="random:smollm2"), folder)
     meta, _ = _card_parts((folder / "README.md").read_text())
     assert "model-index" not in meta and "base_model" not in meta
+
+
+@pytest.mark.slow
+def test_publish_and_reuse_example_runs_against_the_endpoint(local_hub, medmnist_root, tmp_path):
+    import os
+
+    repo = local_hub.new_repo_id("example")
+    script = Path(__file__).resolve().parents[1] / "examples" / "publish_and_reuse.py"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            "--repo-id",
+            repo,
+            "--data-root",
+            str(medmnist_root),
+            "--epochs",
+            "1",
+            "--model-kwargs",
+            '{"depth": 1}',
+            "--out",
+            str(tmp_path / "run"),
+            "--weights",
+            "delta",
+        ],
+        cwd=tmp_path,
+        env={**os.environ, **local_hub.env, "OMP_NUM_THREADS": "2"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "outputs identical = True" in proc.stdout and "pushed delta weights" in proc.stdout
+    assert local_hub.requests_matching(f"/api/models/{repo}/commit/", "POST")
+
+
+class _NotATensor:
+    """Stands for arbitrary code in a pickle: torch's weights_only unpickler must refuse it."""
+
+
+def test_bundle_with_code_in_its_pickle_is_refused(local_hub, tmp_path):
+    import pickle
+
+    net = tiny_3d(llm="random:smollm2")
+    folder = tmp_path / "bundle"
+    rllm_zoo.save_pretrained(net, folder, dataset_flag="adrenalmnist3d")
+    (folder / "models" / "model.pt").write_bytes(pickle.dumps({"x": _NotATensor()}))
+    repo = local_hub.new_repo_id("evil-bundle")
+    local_hub.add_files(
+        repo, {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    )
+    with pytest.raises(HubError, match="never unpickles code"):
+        load_from_hub(repo)
+
+
+def test_bundle_offline_after_one_pull(local_hub):
+    net = tiny_3d(llm="random:smollm2")
+    repo = local_hub.new_repo_id("adrenal-offline")
+    push_to_hub(net, repo, dataset_flag="adrenalmnist3d")
+    online = load_from_hub(repo)
+    local_hub.set_offline()
+    local_hub.reset_stats()
+    assert torch.equal(load_from_hub(repo)(X3), online(X3)) and local_hub.requests == []
+
+
+def test_cli_push_and_pull(local_hub, tmp_path, capsys):
+    from rllm_zoo.cli import main
+
+    folder = tmp_path / "pkg"
+    model = tiny_2d()
+    rllm_zoo.save_pretrained(
+        model, folder, dataset_flag="retinamnist", metrics={**METRICS, "flag": "retinamnist"}
+    )
+    repo = local_hub.new_repo_id("cli")
+    assert main(["push", str(folder), "--repo-id", repo, "--weights", "delta"]) == 0
+    pushed = json.loads(capsys.readouterr().out)
+    assert pushed["weights"] == "delta" and pushed["repo_id"] == repo
+    out = tmp_path / "pulled"
+    assert main(["pull", f"{repo}@{pushed['commit']}", "--out", str(out)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["llm"]["sha256"] == model.booster.block.info.sha256
+    again = timm.create_model(f"local-dir:{out}", pretrained=True).eval()
+    assert torch.equal(again(X2), model(X2))
+    assert main(["pull", local_hub.new_repo_id("missing")]) == 2
+    assert "no such repo" in capsys.readouterr().err
+    assert main(["push", str(tmp_path / "nothing"), "--repo-id", repo]) == 2
+
+
+@pytest.mark.parametrize("family", ["timm", "monai"])
+def test_a_pulled_model_resaves_in_either_mode(tmp_path, family):
+    from rllm_zoo.hub.pull import load_from_folder
+
+    model, x, flag = (tiny_2d(), X2, "retinamnist") if family == "timm" else (tiny_3d(), X3, "adrenalmnist3d")
+    rllm_zoo.save_pretrained(model, tmp_path / "full", weights="full", dataset_flag=flag)
+    rebuilt = load_from_folder(tmp_path / "full")  # its block comes from llm_config
+    for mode in ("delta", "full", "auto"):
+        rllm_zoo.save_pretrained(rebuilt, tmp_path / mode, weights=mode, dataset_flag=flag)
+        assert torch.equal(load_from_folder(tmp_path / mode).eval()(x), model(x)), mode

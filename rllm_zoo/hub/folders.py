@@ -180,9 +180,10 @@ def _write_timm(
 
     from ..timm_vit import booster_args
 
-    args = {k: v for k, v in booster_args(model).items() if v is not None}
-    args.pop("llm_config", None)
-    args.update(rebuild_args(model, mode))
+    pinned = ("llm_revision", "llm_sha256", "llm_config", "llm_license", "llm_width")
+    args = {k: v for k, v in booster_args(model).items() if v is not None and k not in pinned}
+    # explicit None: timm would otherwise keep the factory's recorded values (e.g. a previous llm_config)
+    args.update(dict.fromkeys(pinned), **rebuild_args(model, mode))
     pe = model.patch_embed
     args.update(in_chans=pe.proj.in_channels, img_size=int(pe.img_size[0]), **model_args)
     model_config: dict[str, Any] = {}
@@ -211,7 +212,9 @@ def _write_bundle(
         raise ValueError(
             "3D models are published as MONAI bundles, which need dataset_flag (a 3D MedMNIST flag)"
         )
-    net_args = {**model.network_overrides, **rebuild_args(model, mode)}
+    pinned = ("llm_revision", "llm_sha256", "llm_config", "llm_license", "llm_width")
+    net_args = {k: v for k, v in model.network_overrides.items() if k not in pinned}
+    net_args.update(rebuild_args(model, mode))
     booster = model.booster
     top = {"network_name": model.network_name, "use_booster": booster is not None}
     if booster is not None:

@@ -167,6 +167,12 @@ def _load_bundle(folder: Path, what: str) -> nn.Module:
         ) from e
     missing, unexpected = net.load_state_dict(state, strict=False)
     frozen = {k for k in net.state_dict() if k.startswith("booster.block.")}
+    block = getattr(net.booster, "block", None) if net.booster is not None else None
+    if block is not None and frozen & set(missing) and block.info.extra.get("rebuilt_from_config"):
+        raise HubError(
+            f"{what}: models/model.pt has no LLM block weights (delta) but network_def rebuilds the block "
+            "from llm_config (full); the bundle is inconsistent: remove llm_config from network_def"
+        )
     bad = [k for k in missing if k not in frozen]
     if bad or unexpected:
         raise HubError(

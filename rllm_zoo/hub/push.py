@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ def push_to_hub(
     run_dir: str | os.PathLike | None = None,
     model_args: dict[str, Any] | None = None,
     timm_tag: str | None = None,
+    extra_files: Sequence[str | os.PathLike] = (),
     tag: str | None = None,
     revision: str | None = None,
     private: bool = False,
@@ -65,7 +67,7 @@ def push_to_hub(
         repo_id: ``"org/name"``.
         weights: ``"auto"`` (full unless the LLM's licence forbids redistribution), ``"full"``
             (self-contained) or ``"delta"`` (trainable weights + a sha256-checked LLM reference).
-        dataset_flag, metrics, train_config, run_dir, model_args, timm_tag: see
+        dataset_flag, metrics, train_config, run_dir, model_args, timm_tag, extra_files: see
             :func:`rllm_zoo.hub.save_pretrained` (card content, labels, plots).
         tag: a git tag to put on the new commit (3D: default the bundle version).
         revision: branch to commit to (default ``main``).
@@ -91,6 +93,7 @@ def push_to_hub(
             repo_id=repo_id,
             timm_tag=timm_tag,
             model_args=model_args,
+            extra_files=extra_files,
         )
         if tag is None and is_3d_model(model):
             from ..bundles import BUNDLE_VERSION

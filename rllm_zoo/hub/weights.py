@@ -133,4 +133,5 @@ def rebuild_args(model: nn.Module, mode: Literal["full", "delta"]) -> dict[str, 
     }
     if mode == "full":
         args["llm_config"] = block_of(model).config.to_dict()
+        args["llm_license"] = ref["license"]
     return args

@@ -49,6 +49,7 @@ def build_booster(
     llm_revision: str | None = None,
     llm_sha256: str | None = None,
     llm_config: dict | None = None,
+    llm_license: str | None = None,
 ) -> LLMBooster | None:
     """The :class:`~rllm_zoo.booster.LLMBooster` a network asked for, or ``None`` for the baseline.
 
@@ -69,6 +70,7 @@ def build_booster(
         llm_sha256: sha256 the layer must hash to (published models record it).
         llm_config: LLM config dict: rebuild the block from it without reading ``llm`` (for
             checkpoints that hold the block's weights).
+        llm_license: licence recorded on a block rebuilt from ``llm_config``.
     """
     if not use_booster:
         return None
@@ -90,7 +92,7 @@ def build_booster(
         if booster == "mlp" and llm_width is not None:
             return LLMBooster(hidden_size, None, variant="mlp", llm_width=llm_width)
         block: nn.Module = referenced_block(
-            llm, llm_layer, revision=llm_revision, sha256=llm_sha256, config=llm_config
+            llm, llm_layer, revision=llm_revision, sha256=llm_sha256, config=llm_config, license=llm_license
         )
     elif isinstance(llm, nn.Module):
         block = llm

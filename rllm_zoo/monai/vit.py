@@ -52,7 +52,7 @@ class BoostedViT(BoostedNetwork):
         freeze_llm: keep the LLM block frozen (the paper's setting).
         llm_post_norm: unit-weight RMSNorm after the LLM block.
         llm_width: adapter width (read from the block when omitted).
-        llm_revision, llm_sha256, llm_config: how published checkpoints pin their block (see
+        llm_revision, llm_sha256, llm_config, llm_license: how published checkpoints pin their block (see
             :func:`rllm_zoo.llm.referenced_block`): the Hub revision, the sha256 the layer must
             hash to, and the LLM config to rebuild the block from when the checkpoint holds it.
 
@@ -83,6 +83,7 @@ class BoostedViT(BoostedNetwork):
         llm_revision: str | None = None,
         llm_sha256: str | None = None,
         llm_config: dict | None = None,
+        llm_license: str | None = None,
     ) -> None:
         super().__init__()
         self._init_patch_embedding(
@@ -113,6 +114,7 @@ class BoostedViT(BoostedNetwork):
             llm_revision=llm_revision,
             llm_sha256=llm_sha256,
             llm_config=llm_config,
+            llm_license=llm_license,
         )
         self.norm = nn.LayerNorm(hidden_size)
         self.head = nn.Linear(hidden_size, num_classes)

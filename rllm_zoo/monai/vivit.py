@@ -52,7 +52,7 @@ class BoostedViViT(BoostedNetwork):
         num_temporal_layers: blocks of the temporal encoder (default: ``num_layers``).
         num_classes: output logits.
         use_booster, llm, llm_layer, booster, freeze_llm, llm_post_norm, llm_width, llm_revision,
-            llm_sha256, llm_config: the booster
+            llm_sha256, llm_config, llm_license: the booster
             options of :class:`BoostedViT`; the booster sits after the temporal encoder.
 
     ``forward(x)`` returns logits ``(B, num_classes)``; :meth:`forward_features` returns the
@@ -83,6 +83,7 @@ class BoostedViViT(BoostedNetwork):
         llm_revision: str | None = None,
         llm_sha256: str | None = None,
         llm_config: dict | None = None,
+        llm_license: str | None = None,
     ) -> None:
         super().__init__()
         self._init_patch_embedding(
@@ -122,6 +123,7 @@ class BoostedViViT(BoostedNetwork):
             llm_revision=llm_revision,
             llm_sha256=llm_sha256,
             llm_config=llm_config,
+            llm_license=llm_license,
         )
         self.norm = nn.LayerNorm(hidden_size)
         self.head = nn.Linear(hidden_size, num_classes)

@@ -1,0 +1,91 @@
+"""Release the zoo's pretrained weights from the results table, and report their sizes.
+
+    python benchmarks/zoo_release.py                  # after benchmarks/results_table.py
+
+For each dataset of the table and each boosted arm (R-LLM with SmolLM2, the mlp control,
+R-LLM with a random block), the seed with the best validation score is written to
+``zoo/<name>/`` (delta weights + card + metrics + plots; ``zoo/index.json`` records every
+candidate's validation scores). Then the weights' size in full and in delta mode, and the mode
+``rllm-zoo publish`` will push, are written to ``docs/pretrained.md`` (and ``zoo/sizes.json``).
+The checkpoints come from ``runs/table`` (kept by the results table on the machine that ran it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rllm_zoo.hub.weights import llm_reference, resolve_weights_mode
+from rllm_zoo.hub.zoo import publish_zoo, release_zoo
+from rllm_zoo.training.config import atomic_write_text
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.1f}"
+
+
+def write_report(index: list[dict], sizes: list[dict], out: Path, zoo: Path) -> None:
+    by_name = {r["name"]: r for r in sizes}
+    lines = [
+        "# Pretrained weights",
+        "",
+        "Produced by `python benchmarks/zoo_release.py` from the runs of the results table "
+        "([results.md](results.md)); published with `rllm-zoo publish`. Each member is the seed with the "
+        "best **validation** score of its arm (test scores play no part in the choice); its test scores are "
+        "those of that one run, not the table's mean.",
+        "",
+        "| member (repo `rllm-zoo/<name>`) | seed | val ACC / AUC (%) | test ACC / AUC (%) | "
+        "full weights (MiB) | delta weights (MiB) | pushed as |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in index:
+        m = json.loads((zoo / row["name"] / "metrics.json").read_text())
+        s = by_name[row["name"]]
+        lines.append(
+            f"| `{row['name']}` | {row['seed']} | {100 * m['val']['acc']:.2f} / {100 * m['val']['auc']:.2f} | "
+            f"{100 * m['test']['acc']:.2f} / {100 * m['test']['auc']:.2f} | {_mb(s['full_bytes'])} | "
+            f"{_mb(s['delta_bytes'])} | {s['auto_weights']} |"
+        )
+    lines += [
+        "",
+        "*full*: every tensor, the frozen LLM layer included (self-contained). *delta*: the trainable "
+        "tensors only; loading re-reads the LLM layer from its source and checks its sha256. `auto` pushes "
+        "full when the LLM's licence allows redistribution (SmolLM2-135M: Apache-2.0) or when no LLM weight "
+        "is involved (random block, mlp control), and delta otherwise. The committed `zoo/` folders hold delta "
+        "weights; `rllm-zoo publish` rebuilds each member (checking the sha256) before pushing it.",
+        "",
+        "Load them with `timm.create_model('<name>', pretrained=True)` (2D, after `import rllm_zoo`) or "
+        "`rllm_zoo.load_from_hub('rllm-zoo/<name>')` (3D MONAI bundles, also `monai.bundle.load`).",
+        "",
+    ]
+    atomic_write_text(out, "\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=Path, default=Path("runs/table"))
+    parser.add_argument("--results", type=Path, default=Path("benchmarks/results/table"))
+    parser.add_argument("--zoo", type=Path, default=Path("zoo"))
+    parser.add_argument("--out", type=Path, default=Path("docs/pretrained.md"))
+    parser.add_argument("--sizes-only", action="store_true", help="do not re-release; report sizes of zoo/")
+    args = parser.parse_args()
+    if args.sizes_only:
+        index = json.loads((args.zoo / "index.json").read_text())
+    else:
+        index = release_zoo(args.runs, args.results, args.zoo)
+    sizes = publish_zoo(args.zoo, dry_run=True)
+    from rllm_zoo.hub.pull import load_from_folder
+
+    for row in sizes:
+        model = load_from_folder(args.zoo / row["name"])
+        row["auto_weights"] = resolve_weights_mode("auto", llm_reference(model))
+    atomic_write_text(args.zoo / "sizes.json", json.dumps(sizes, indent=2) + "\n")
+    write_report(index, sizes, args.out, args.zoo)
+    print(args.out.read_text())
+
+
+if __name__ == "__main__":
+    main()
