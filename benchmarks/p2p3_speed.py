@@ -68,6 +68,13 @@ def _status() -> dict[str, int]:
     return out
 
 
+def _mem(r: dict) -> str:
+    """Peak RSS of a training measurement (with what the steps added on top of the warm-up), or '-'."""
+    if "train_peak_rss_bytes" not in r:
+        return "-"
+    return f"{r['train_peak_rss_bytes'] / 2**20:.0f} MiB ({r['train_peak_extra_bytes'] / 2**20:.0f})"
+
+
 def worker(spec: dict) -> dict:
     import timm
     import torch
@@ -123,6 +130,8 @@ def worker(spec: dict) -> dict:
             times.append(time.perf_counter() - t)
         result["train_step_s"] = statistics.median(times)
         result["train_peak_extra_bytes"] = _status()["VmHWM"] - base
+        # whole-process peak during the steps: model, gradients and optimizer state included
+        result["train_peak_rss_bytes"] = _status()["VmHWM"]
         result["train_rss_bytes"] = _status()["VmRSS"]
     return result
 
@@ -147,8 +156,8 @@ def table(results: dict, command: str) -> str:
         f"Produced by `{command}` (raw numbers: [p2p3_speed.json](p2p3_speed.json)); {platform.machine()}, "
         f"{os.cpu_count()} CPUs, {results['meta']['cpu']}. Each cell is a fresh process; times are medians.",
         "",
-        "| size | arm | GFLOPs/img | img/s fp32 | img/s bf16 | bf16/fp32 | train step frozen (s) | peak extra frozen | "
-        "train step unfrozen (s) | peak extra unfrozen |",
+        "| size | arm | GFLOPs/img | img/s fp32 | img/s bf16 | bf16/fp32 | train step frozen (s) | "
+        "peak RSS frozen (step extra) | train step unfrozen (s) | peak RSS unfrozen (step extra) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     verdicts = []
@@ -163,8 +172,7 @@ def table(results: dict, command: str) -> str:
             lines.append(
                 f"| {size} | {arm} | {inf.get('flops_per_image', 0) / 1e9:.3f} | {inf.get('images_per_s_fp32', 0):.1f} | "
                 f"{inf.get('images_per_s_bf16', 0):.1f} | {ratio:.2f} | {fr.get('train_step_s', float('nan')):.3f} | "
-                f"{fr.get('train_peak_extra_bytes', 0) / 2**20:.0f} MiB | {un.get('train_step_s', float('nan')):.3f} | "
-                f"{un.get('train_peak_extra_bytes', 0) / 2**20:.0f} MiB |"
+                f"{_mem(fr)} | {un.get('train_step_s', float('nan')):.3f} | {_mem(un)} |"
             )
             verdicts.append(
                 f"- {size} px, {arm}: bf16 / fp32 images/s = {ratio:.2f} (target >= 3): "
@@ -183,6 +191,15 @@ def table(results: dict, command: str) -> str:
                 f"- {size} px, {arm}: time ratio boosted/base {time_ratio:.2f} vs FLOP ratio {flop_ratio:.2f} "
                 f"-> {time_ratio / flop_ratio:.2f}x (target <= 1.1): {'met' if time_ratio <= 1.1 * flop_ratio else 'not met'}."
             )
+            fr, un = r.get("train_frozen", {}), r.get("train_unfrozen", {})
+            if "train_peak_rss_bytes" in fr and "train_peak_rss_bytes" in un:
+                block_params = un["params_trainable"] - fr["params_trainable"]
+                verdicts.append(
+                    f"- {size} px, {arm}: unfreezing the block ({block_params / 1e6:.1f}M params) raises the "
+                    f"training peak RSS from {fr['train_peak_rss_bytes'] / 2**20:.0f} to "
+                    f"{un['train_peak_rss_bytes'] / 2**20:.0f} MiB (its gradients + AdamW state: "
+                    f"{3 * 4 * block_params / 2**20:.0f} MiB expected in fp32)."
+                )
             if mlp.get("infer") and mlp.get("train_frozen") and r.get("train_frozen"):
                 fwd = 1 / inf["images_per_s_fp32"] - 1 / mlp["infer"]["images_per_s_fp32"]
                 train = (r["train_frozen"]["train_step_s"] - mlp["train_frozen"]["train_step_s"]) / BATCH[

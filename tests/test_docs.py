@@ -26,3 +26,16 @@ def test_ten_line_booster_example_runs(capsys):
     assert len([ln for ln in block.splitlines() if ln.strip() and not ln.startswith("#")]) <= 10
     exec(compile(block, "README.md", "exec"), {})
     assert "llama 576 29 apache-2.0" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_publish_snippet_runs_against_a_hub(local_hub):
+    import torch
+
+    block = next(b for b in _python_blocks() if "push_to_hub" in b)
+    scope: dict = {}
+    exec(compile(block, "README.md", "exec"), scope)
+    x = torch.rand(1, 3, 28, 28)
+    model = scope["model"].eval()
+    assert torch.equal(scope["again"].eval()(x), model(x)) and torch.equal(scope["same"].eval()(x), model(x))
+    assert scope["pushed"].weights == "delta"
