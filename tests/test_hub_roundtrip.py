@@ -366,3 +366,21 @@ def test_a_pulled_model_resaves_in_either_mode(tmp_path, family):
     for mode in ("delta", "full", "auto"):
         rllm_zoo.save_pretrained(rebuilt, tmp_path / mode, weights=mode, dataset_flag=flag)
         assert torch.equal(load_from_folder(tmp_path / mode).eval()(x), model(x)), mode
+
+
+def test_auto_weights_follow_the_llm_licence(local_hub, tiny_llm_dir, tmp_path):
+    import shutil
+
+    for license, expected in (("llama2", "delta"), (None, "delta"), ("apache-2.0", "full")):
+        folder = tmp_path / f"llm-{license}"
+        shutil.copytree(tiny_llm_dir("llama"), folder)
+        if license:
+            (folder / "README.md").write_text(f"---\nlicense: {license}\n---\n# a tiny llama\n")
+        model = timm.create_model("rllm_vit_micro_patch4_28", num_classes=5, depth=1, llm=str(folder)).eval()
+        repo = local_hub.new_repo_id(f"lic-{license}")
+        res = push_to_hub(model, repo)
+        assert res.weights == expected, license
+        again = load_from_hub(repo)
+        assert torch.equal(again(X2), model(X2))
+        if expected == "delta":  # the layer is re-read from the local folder and checked
+            assert again.booster.block.info.source == str(folder)
