@@ -5,7 +5,7 @@ PY := .venv/bin/python
 SHARED ?= ../shared
 MEDMNIST_ROOT ?= $(SHARED)/medmnist
 
-.PHONY: venv demo test lint bench-p1 bench-p2p3 results-table zoo-table clean
+.PHONY: venv demo test lint bench-p1 bench-p2p3 bench-p4 results-table zoo-release zoo-table clean
 
 venv:
 	@bash tools/bootstrap.sh
@@ -31,11 +31,19 @@ bench-p1: venv
 	$(PY) benchmarks/p1_load_layer.py
 
 bench-p2p3: venv
-	$(PY) benchmarks/p2p3_speed.py
+	$(PY) benchmarks/p2p3_speed.py --repeats 3
+
+# one layer of a LLaMA-7B-shaped Hub model by range requests vs snapshot_download (~14 GB of temp disk)
+bench-p4: venv
+	$(PY) benchmarks/p4_hub_layer.py
 
 # hours on 2 CPU cores; resumable: rerun to continue, committed results are kept
 results-table: venv
 	$(PY) benchmarks/results_table.py --data-root $(MEDMNIST_ROOT)
+
+# the zoo's pretrained tags (best seed on val of each boosted arm) -> zoo/ and docs/pretrained.md
+zoo-release: venv
+	$(PY) benchmarks/zoo_release.py
 
 zoo-table: venv
 	$(PY) benchmarks/zoo_table.py

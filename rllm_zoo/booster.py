@@ -77,7 +77,8 @@ class LLMBooster(nn.Module):
         post_norm: apply a unit-weight RMSNorm after the block (the R-LLM code does).
         norm_eps: epsilon of that RMSNorm.
         freeze: keep the block frozen: no gradients for its parameters, always in eval
-            mode, and never returned by :meth:`trainable_parameters`.
+            mode, and never returned by :meth:`trainable_parameters`. ``False`` fine-tunes the
+            block (its parameters get gradients), the ablation the paper found to hurt.
         adapter_bias: give the adapters a bias (the paper's adapters have none).
 
     Under ``torch.autocast`` the block runs in the caller's autocast dtype; outside of
@@ -123,9 +124,11 @@ class LLMBooster(nn.Module):
         # The mlp control never calls a block: do not carry one around.
         self.block = block if variant != "mlp" else None
         self.post_norm = UnitRMSNorm(norm_eps) if (post_norm and self.block is not None) else nn.Identity()
-        if self.block is not None and self.freeze:
-            self.block.requires_grad_(False)
-            self.block.eval()
+        if self.block is not None:
+            # frozen (the paper): no gradients, always eval; unfrozen: the block is fine-tuned
+            self.block.requires_grad_(not self.freeze)
+            if self.freeze:
+                self.block.eval()
 
     def train(self, mode: bool = True) -> LLMBooster:
         super().train(mode)

@@ -198,3 +198,15 @@ def test_bad_input_errors():
     model = _create("rllm_vit_tiny_patch4_28")
     with pytest.raises(ValueError, match="llm_width=64 does not match the block's width 576"):
         rllm_zoo.LLMBooster(192, model.booster.block, llm_width=64)
+
+
+def test_freeze_llm_false_fine_tunes_the_block():
+    frozen = timm.create_model("rllm_vit_micro_patch4_28", num_classes=2, depth=1, llm="random:smollm2")
+    tuned = timm.create_model(
+        "rllm_vit_micro_patch4_28", num_classes=2, depth=1, llm="random:smollm2", freeze_llm=False
+    )
+    block_params = sum(p.numel() for p in tuned.booster.block.parameters())
+    n_frozen = sum(p.numel() for p in frozen.trainable_parameters())
+    assert sum(p.numel() for p in tuned.trainable_parameters()) == n_frozen + block_params
+    tuned(torch.rand(1, 3, 28, 28)).sum().backward()
+    assert all(p.grad is not None for p in tuned.booster.block.parameters() if p.ndim > 1)
