@@ -30,6 +30,10 @@ What is implemented (JSON shapes and headers as the real Hub sends them, as far 
   redirect), ``X-Repo-Commit``, quoted ``ETag`` (git blob sha1 of regular files, sha256 of LFS files),
   ``X-Linked-Etag``/``X-Linked-Size`` for LFS files, ``Content-Length``, ``Accept-Ranges: bytes``; single HTTP
   ranges (``bytes=a-b``, ``bytes=a-``, ``bytes=-n``) get 206 + ``Content-Range`` (416 when unsatisfiable).
+* ``server.ranges_enabled = False`` makes ``/resolve`` ignore ``Range`` (always 200, no ``Accept-Ranges``), like a
+  server or proxy without range support.
+* ``add_files(..., file_backed=True)`` serves LFS files given as paths straight from disk (never read into memory):
+  for multi-GB benchmarks. The files must not change while served.
 * Errors carry ``X-Error-Code`` (``RepoNotFound``, ``RevisionNotFound``, ``EntryNotFound``) and
   ``X-Error-Message`` plus a JSON ``{"error": ...}`` body, so the client raises ``RepositoryNotFoundError``,
   ``RevisionNotFoundError`` and ``RemoteEntryNotFoundError``.
@@ -66,6 +70,7 @@ __all__ = [
     "Blob",
     "Commit",
     "Fault",
+    "FileData",
     "LocalHubServer",
     "RequestRecord",
     "client_env",
@@ -128,19 +133,71 @@ def lfs_pointer(sha256: str, size: int) -> bytes:
     return f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n".encode()
 
 
+class FileData:
+    """A byte range of a file on disk that behaves like ``bytes`` for the server (``len``, slicing, pieces).
+
+    Lets :class:`Blob` serve multi-GB files without reading them into memory (``add_files(..., file_backed=True)``).
+    """
+
+    __slots__ = ("length", "path", "start")
+
+    def __init__(self, path: str | os.PathLike[str], start: int = 0, length: int | None = None) -> None:
+        self.path = Path(path)
+        self.start = start
+        self.length = self.path.stat().st_size - start if length is None else length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, key: slice) -> FileData:
+        if not isinstance(key, slice) or key.step not in (None, 1):
+            raise TypeError("FileData supports plain slices only")
+        lo, hi, _ = key.indices(self.length)
+        return FileData(self.path, self.start + lo, max(0, hi - lo))
+
+    def pieces(self, size: int) -> Iterable[bytes]:
+        """The bytes, ``size`` at a time."""
+        with open(self.path, "rb") as f:
+            f.seek(self.start)
+            left = self.length
+            while left > 0:
+                piece = f.read(min(size, left))
+                if not piece:
+                    raise OSError(f"{self.path} shrank while being served")
+                left -= len(piece)
+                yield piece
+
+    def tobytes(self) -> bytes:
+        return b"".join(self.pieces(1 << 24))
+
+    def sha256(self) -> str:
+        h = hashlib.sha256()
+        for piece in self.pieces(1 << 24):
+            h.update(piece)
+        return h.hexdigest()
+
+
 class Blob:
-    """File content in a commit; ``lfs`` says whether it was committed as a git-LFS file."""
+    """File content in a commit; ``lfs`` says whether it was committed as a git-LFS file.
+
+    ``data`` is ``bytes``, or a :class:`FileData` for file-backed LFS blobs (``sha256`` may then be given to skip
+    hashing the file).
+    """
 
     __slots__ = ("data", "git_oid", "lfs", "pointer_size", "sha256")
 
-    def __init__(self, data: bytes, lfs: bool) -> None:
+    def __init__(self, data: bytes | FileData, lfs: bool, sha256: str | None = None) -> None:
+        if isinstance(data, FileData) and not lfs:
+            raise ValueError("file-backed blobs must be LFS files")
         self.data = data
         self.lfs = lfs
-        self.sha256 = hashlib.sha256(data).hexdigest()
+        if sha256 is None:
+            sha256 = data.sha256() if isinstance(data, FileData) else hashlib.sha256(data).hexdigest()
+        self.sha256 = sha256
         pointer = lfs_pointer(self.sha256, len(data))
         self.pointer_size = len(pointer)
         # For LFS files git stores (and the Hub reports) the oid of the pointer file.
-        self.git_oid = git_blob_sha1(pointer) if lfs else git_blob_sha1(data)
+        self.git_oid = git_blob_sha1(pointer) if lfs else git_blob_sha1(bytes(data))
 
     @property
     def size(self) -> int:
@@ -238,7 +295,7 @@ class _HubError(Exception):
 @dataclass
 class _Response:
     status: int
-    body: bytes = b""
+    body: bytes | FileData = b""
     headers: list[tuple[str, str]] = field(default_factory=list)
     content_type: str = "application/json"
 
@@ -275,6 +332,9 @@ class LocalHubServer:
         self.env: dict[str, str] = {}
         #: ``HF_HOME`` of the current test (the hub cache is ``hf_home / "hub"``), or None.
         self.hf_home: Path | None = None
+        #: Answer ``Range`` requests with 206 (set False to emulate a server without range support: 200, no
+        #: ``Accept-Ranges``).
+        self.ranges_enabled = True
         self._patcher: _Patcher | None = None
         self._lock = threading.RLock()
         self._repos: dict[tuple[str, str], _Repo] = {}
@@ -380,14 +440,25 @@ class LocalHubServer:
         tag: str | None = None,
         delete: Iterable[str] = (),
         lfs: bool | None = None,
+        file_backed: bool = False,
+        known_sha256: Mapping[str, str] | None = None,
     ) -> str:
         """Commit ``files`` (path -> bytes, text, or local file path) on ``branch``; returns the commit sha.
 
         Creates the repo (and the branch, from ``main``) if needed. ``lfs=None`` applies :meth:`is_lfs`;
         ``True``/``False`` forces the storage of every file of this commit. ``tag`` tags the new commit.
+        With ``file_backed=True``, LFS files given as local paths are served from disk, never read into memory
+        (hashed once, streaming, unless ``known_sha256`` gives their sha256); they must not change while served.
         """
         changes: dict[str, Blob | None] = {}
         for path, value in files.items():
+            if file_backed and isinstance(value, os.PathLike):
+                fd = FileData(value)
+                with open(fd.path, "rb") as f:
+                    sample = f.read(512)
+                if self.is_lfs(path, len(fd), sample) if lfs is None else lfs:
+                    changes[path.strip("/")] = Blob(fd, True, sha256=(known_sha256 or {}).get(path))
+                    continue
             if isinstance(value, bytes):
                 data = value
             elif isinstance(value, str):
@@ -449,7 +520,8 @@ class LocalHubServer:
         """A copy of the snapshot at ``revision`` as ``{path: bytes}``."""
         with self._lock:
             repo = self._get_repo(repo_type, repo_id)
-            return {p: b.data for p, b in repo.commits[self._resolve(repo, revision)].files.items()}
+            files = repo.commits[self._resolve(repo, revision)].files
+            return {p: b.data.tobytes() if isinstance(b.data, FileData) else b.data for p, b in files.items()}
 
     def commit(self, repo_id: str, revision: str = "main", repo_type: str = "model") -> Commit:
         """The :class:`Commit` at ``revision`` (its ``files`` map is read-only)."""
@@ -762,8 +834,13 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
             if not logged:
                 self.hub._record(record)
 
-    def _write(self, data: bytes, record: RequestRecord) -> None:
+    def _write(self, data: bytes | FileData, record: RequestRecord) -> None:
         """Write body bytes in 64 KiB pieces, counting each piece just before it is handed to the socket."""
+        if isinstance(data, FileData):
+            for piece in data.pieces(65536):
+                record.body_bytes += len(piece)
+                self.wfile.write(piece)
+            return
         view = memoryview(data)
         for start in range(0, len(view), 65536):
             piece = view[start : start + 65536]
@@ -1260,15 +1337,13 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
             blob = repo.commits[sha].files.get(path)
         if blob is None:
             raise _HubError(404, "EntryNotFound", "Entry not found", {"X-Repo-Commit": sha})
-        headers = [
-            ("X-Repo-Commit", sha),
-            ("ETag", f'"{blob.etag}"'),
-            ("Accept-Ranges", "bytes"),
-        ]
+        headers = [("X-Repo-Commit", sha), ("ETag", f'"{blob.etag}"')]
+        if hub.ranges_enabled:
+            headers.append(("Accept-Ranges", "bytes"))
         if blob.lfs:
             headers += [("X-Linked-Etag", f'"{blob.sha256}"'), ("X-Linked-Size", str(blob.size))]
         size = blob.size
-        byte_range = _parse_range(self.headers.get("Range"), size)
+        byte_range = _parse_range(self.headers.get("Range"), size) if hub.ranges_enabled else None
         if byte_range == "unsatisfiable":
             headers.append(("Content-Range", f"bytes */{size}"))
             return _Response(416, b"", headers, content_type="application/octet-stream")

@@ -22,7 +22,7 @@ from .architectures import (
     normalize_layer_index,
 )
 from .block import BlockInfo, LLMBlock, TensorHasher
-from .checkpoint import SAFE_INDEX, SAFE_SINGLE, CheckpointError, find_checkpoint
+from .checkpoint import CheckpointError, find_checkpoint
 from .gguf_source import GGUFCheckpoint, gguf_config, gguf_license
 
 __all__ = [
@@ -104,13 +104,16 @@ def _local_config(folder: Path):
 
 
 def _hub_snapshot(repo_id: str, revision: str | None, token: str | bool | None, weights: bool):
-    """Fetch a Hub model's config (and, with ``weights``, its shard index) into the HF cache.
+    """Resolve a Hub model to one commit: its config folder, the commit, and (with ``weights``) a reader.
 
-    Returns the local snapshot folder, the resolved commit hash, and a ``fetch(filename)``
-    function that downloads one more file of the same snapshot (used for the shards
-    that hold the chosen layer, and only those).
+    The reader (:class:`~rllm_zoo.llm.hub_ranges.HubRangeCheckpoint`) fetches only the byte ranges of
+    the tensors it is asked for and caches them (see :mod:`rllm_zoo.llm.hub_ranges`); when the server
+    does not answer range requests it downloads the whole shards that hold them (and only those) with
+    the ``fetch`` below. A revision already in rllm_zoo's layer cache needs no request at all.
+
+    Returns ``(folder holding config.json, commit, HubRangeCheckpoint or None)``.
     """
-    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (
         EntryNotFoundError,
         LocalEntryNotFoundError,
@@ -118,14 +121,14 @@ def _hub_snapshot(repo_id: str, revision: str | None, token: str | bool | None, 
         RevisionNotFoundError,
     )
 
-    offline = bool(constants.HF_HUB_OFFLINE)
-    pinned = {"rev": revision}
+    from .hub_ranges import open_hub_model
 
-    def fetch(fname: str) -> Path:
+    def fetch(fname: str, rev: str) -> Path:
+        from huggingface_hub import constants
+
+        offline = bool(constants.HF_HUB_OFFLINE)
         try:
-            return Path(
-                hf_hub_download(repo_id, fname, revision=pinned["rev"], token=token, local_files_only=offline)
-            )
+            return Path(hf_hub_download(repo_id, fname, revision=rev, token=token, local_files_only=offline))
         except LocalEntryNotFoundError as e:  # (a subclass of EntryNotFoundError: test it first)
             if offline:
                 raise LLMSourceError(
@@ -139,28 +142,15 @@ def _hub_snapshot(repo_id: str, revision: str | None, token: str | bool | None, 
         except EntryNotFoundError:
             raise
         except RevisionNotFoundError as e:
-            raise LLMSourceError(f"revision {pinned['rev']!r} does not exist in {repo_id!r}") from e
+            raise LLMSourceError(f"revision {rev!r} does not exist in {repo_id!r}") from e
         except RepositoryNotFoundError as e:
             raise LLMSourceError(
                 f"{repo_id!r} is neither a local path nor a Hub repository you can access; check the name "
                 "(or log in with `hf auth login` for gated models)"
             ) from e
 
-    folder = fetch("config.json").parent
-    commit = folder.name
-    pinned["rev"] = commit  # every later file comes from the same commit
-    if weights:
-        try:
-            fetch(SAFE_INDEX)
-        except EntryNotFoundError:
-            try:
-                fetch(SAFE_SINGLE)
-            except EntryNotFoundError as e:
-                raise LLMSourceError(
-                    f"{repo_id!r} has neither {SAFE_INDEX} nor {SAFE_SINGLE}; rllm_zoo reads Hub weights "
-                    "as safetensors only"
-                ) from e
-    return folder, commit, fetch
+    model = open_hub_model(repo_id, revision, token=token, weights=weights, fetch=fetch)
+    return model.folder, model.commit, model.checkpoint
 
 
 def resolve_source(source: str) -> tuple[str, str]:
@@ -304,7 +294,7 @@ def load_llm_block(
     kind, where = resolve_source(source)
     license_: str | None = None
     commit = revision
-    fetch = None
+    hub_ckpt = None
     gguf_path: Path | None = None
     if kind == "gguf":
         gguf_path = Path(where)
@@ -316,7 +306,7 @@ def load_llm_block(
         config = _local_config(folder)
         license_ = _read_card_license(folder)
     else:
-        folder, commit, fetch = _hub_snapshot(where, revision, token, weights=not random_init)
+        folder, commit, hub_ckpt = _hub_snapshot(where, revision, token, weights=not random_init)
         config = _local_config(folder)
         license_ = _read_card_license(folder)
 
@@ -337,9 +327,7 @@ def load_llm_block(
             names = [f"{skel.qualified_name}.{k}" for k in skel.layer.state_dict()]
             ckpt = GGUFCheckpoint(gguf_path, names, skel.text_config)
         else:
-            ckpt = find_checkpoint(folder)
-            if fetch is not None:
-                ckpt.fetch = fetch
+            ckpt = hub_ckpt if hub_ckpt is not None else find_checkpoint(folder)
         sha = _fill_layer(skel, ckpt, dtype)
         shown_source = source
     skel.model = None  # drop the meta model
