@@ -3,6 +3,7 @@
 from .architectures import TESTED_FAMILIES, UnsupportedArchitectureError
 from .block import BlockInfo, LLMBlock, tensor_sha256
 from .checkpoint import CheckpointError
+from .hub_ranges import HubFetchError, LayerNotCachedError
 from .reference import LLMChecksumError, may_redistribute, referenced_block
 from .sources import (
     ALIASES,
@@ -19,9 +20,11 @@ __all__ = [
     "TESTED_FAMILIES",
     "BlockInfo",
     "CheckpointError",
+    "HubFetchError",
     "LLMBlock",
     "LLMChecksumError",
     "LLMSourceError",
+    "LayerNotCachedError",
     "UnsupportedArchitectureError",
     "embedded_smollm2_path",
     "llm_block_from_config",
