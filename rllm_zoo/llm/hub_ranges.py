@@ -11,22 +11,13 @@ fetches only that layer:
 3. The byte ranges of the layer's tensors are fetched, merged into few requests (small gaps are read
    through), split into pieces of at most ``chunk_size`` fetched by a few threads.
 
-Every request targets one commit (the revision is resolved first), so all bytes come from the same
-immutable snapshot; it goes through ``huggingface_hub``'s HTTP client (``HF_ENDPOINT``, token, user
-agent, ``HF_HUB_OFFLINE``). Transient failures (5xx, 408, 429, dropped or reset connections, timeouts)
-are retried with exponential backoff, resuming each range at the first byte not yet received. A server
-that does not answer ranges (no ``206``) makes it fall back to downloading the whole shards that hold
-the layer (``fetch``), into the Hugging Face cache.
+A server that does not answer ranges (no ``206``) makes it fall back to downloading the whole shards
+that hold the layer (``fetch``), into the Hugging Face cache.
 
-The fetched tensors go to a content-addressed cache (:class:`LayerCache`, ``$RLLM_ZOO_CACHE/hub-layers``,
-default ``~/.cache/rllm_zoo/hub-layers``): per (repo, commit, layer tensor names) one small safetensors
-file plus a JSON manifest recording each tensor's dtype, shape, source range and the sha256 of its
-bytes. Entries are written to temporary files and renamed (the manifest last), and verified against the
-manifest before every use: a truncated or corrupt entry is deleted and fetched again. The commit's
-``config.json``, the shard index and the headers are cached next to them, and branch/tag names are
-mapped to the commit they resolved to (``refs/``), so a second call makes no request at all, online
-(for ``RLLM_ZOO_HUB_REF_TTL`` seconds, default one day, after a branch or tag was last resolved; a
-commit sha never expires) or with ``HF_HUB_OFFLINE=1`` (any age).
+The parts have their own modules: :mod:`rllm_zoo.llm.safetensors_header` (headers, range planning),
+:mod:`rllm_zoo.llm.http_ranges` (the range requests: one commit, retries, response checks) and
+:mod:`rllm_zoo.llm.layer_cache` (the cache of fetched layers and commit metadata). Their public names
+are re-exported here.
 
 Usage (normally through :func:`rllm_zoo.load_llm_block`, which does all of this for ``"org/model"``)::
 
@@ -41,30 +32,36 @@ Usage (normally through :func:`rllm_zoo.load_llm_block`, which does all of this 
 from __future__ import annotations
 
 import concurrent.futures
-import hashlib
-import json
 import logging
-import os
-import re
-import secrets
-import shutil
-import struct
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote
 
 import torch
 
 from .checkpoint import SAFE_INDEX, SAFE_SINGLE, CheckpointError, SafetensorsCheckpoint, _read_index
-from .gguf_source import cache_dir
+from .http_ranges import (
+    DEFAULT_RETRY,
+    HubFetchError,
+    RangesNotSupportedError,
+    RetryPolicy,
+    _progress,
+    _RemoteFile,
+)
+from .layer_cache import _COMMIT_RE, REF_TTL_ENV, LayerCache, _EntryWriter, _LayerEntry
+from .safetensors_header import (
+    SafetensorsHeader,
+    TensorSlice,
+    _read_local_header,
+    coalesce_ranges,
+    parse_safetensors_header,
+)
 
 __all__ = [
     "DEFAULT_RETRY",
+    "REF_TTL_ENV",
+    "CheckpointError",
     "HubFetchError",
     "HubModel",
     "HubRangeCheckpoint",
@@ -74,6 +71,8 @@ __all__ = [
     "RetryPolicy",
     "SafetensorsHeader",
     "TensorSlice",
+    "_progress",
+    "_read_local_header",
     "coalesce_ranges",
     "open_hub_model",
     "parse_safetensors_header",
@@ -81,399 +80,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
-_CONTENT_RANGE_RE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
-#: Environment variable: seconds a branch/tag -> commit mapping is trusted online without asking the Hub.
-REF_TTL_ENV = "RLLM_ZOO_HUB_REF_TTL"
-DEFAULT_REF_TTL = 24 * 3600.0
-#: Largest safetensors JSON header accepted (the format's own limit is 100 MB).
-MAX_HEADER_BYTES = 100 * 1024 * 1024
-_RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
-_MANIFEST_FORMAT = "rllm_zoo-hub-layer/1"
-
-#: safetensors dtype codes -> torch dtypes (the ones this torch knows).
-_ST_DTYPES: dict[str, torch.dtype] = {
-    code: dt
-    for code, dt in {
-        "F64": torch.float64,
-        "F32": torch.float32,
-        "F16": torch.float16,
-        "BF16": torch.bfloat16,
-        "I64": torch.int64,
-        "I32": torch.int32,
-        "I16": torch.int16,
-        "I8": torch.int8,
-        "U8": torch.uint8,
-        "BOOL": torch.bool,
-        "U16": getattr(torch, "uint16", None),
-        "U32": getattr(torch, "uint32", None),
-        "U64": getattr(torch, "uint64", None),
-        "F8_E4M3": getattr(torch, "float8_e4m3fn", None),
-        "F8_E5M2": getattr(torch, "float8_e5m2", None),
-    }.items()
-    if dt is not None
-}
-
 #: ``fetch(filename, revision) -> local path``: downloads one whole file of the repo (the fallback).
 FetchFn = Callable[[str, str], Path]
 
 
-class HubFetchError(OSError):
-    """Fetching byte ranges from the Hub failed for good (after retries) or returned inconsistent data."""
-
-
 class LayerNotCachedError(CheckpointError):
     """``HF_HUB_OFFLINE=1`` and the wanted tensors are in neither rllm_zoo's layer cache nor the HF cache."""
-
-
-class RangesNotSupportedError(HubFetchError):
-    """The server answered a range request with the whole file (no ``206``): use whole-file downloads."""
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# safetensors headers and byte-range planning
-
-
-@dataclass(frozen=True)
-class TensorSlice:
-    """Where one tensor lies in a safetensors file: absolute byte range ``[start, end)``."""
-
-    name: str
-    dtype: str  # safetensors code, e.g. "BF16"
-    shape: tuple[int, ...]
-    start: int
-    end: int
-
-    @property
-    def nbytes(self) -> int:
-        return self.end - self.start
-
-
-@dataclass(frozen=True)
-class SafetensorsHeader:
-    """A parsed safetensors header: tensors by name, where the data area starts, and the file size."""
-
-    tensors: dict[str, TensorSlice]
-    data_start: int
-    size: int | None = None
-    metadata: dict[str, str] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "data_start": self.data_start,
-            "size": self.size,
-            "metadata": self.metadata,
-            "tensors": {
-                n: [t.dtype, list(t.shape), t.start - self.data_start, t.end - self.data_start]
-                for n, t in self.tensors.items()
-            },
-        }
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> SafetensorsHeader:
-        start = int(d["data_start"])
-        tensors = {
-            n: TensorSlice(n, str(v[0]), tuple(int(x) for x in v[1]), start + int(v[2]), start + int(v[3]))
-            for n, v in d["tensors"].items()
-        }
-        return cls(tensors, start, d.get("size"), dict(d.get("metadata") or {}))
-
-
-def parse_safetensors_header(
-    raw: bytes, *, size: int | None = None, where: str = "file"
-) -> SafetensorsHeader:
-    """Parse the JSON header of a safetensors file (``raw`` excludes the 8-byte length prefix).
-
-    Checks every tensor's dtype, shape and byte range (inside the file when ``size`` is known).
-
-    Example:
-        >>> hdr = json.dumps({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
-        >>> parse_safetensors_header(hdr).tensors["w"].start
-        28
-    """
-    try:
-        doc = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(
-            f"{where} has an unreadable safetensors header ({e}); it is not safetensors"
-        ) from e
-    if not isinstance(doc, dict):
-        raise CheckpointError(f"{where} has a safetensors header that is not a JSON object")
-    data_start = 8 + len(raw)
-    metadata = doc.pop("__metadata__", None) or {}
-    tensors: dict[str, TensorSlice] = {}
-    for name, info in doc.items():
-        try:
-            dtype = str(info["dtype"])
-            shape = tuple(int(x) for x in info["shape"])
-            lo, hi = (int(x) for x in info["data_offsets"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise CheckpointError(f"{where}: malformed header entry for tensor {name!r} ({e})") from e
-        if lo < 0 or hi < lo or (size is not None and data_start + hi > size):
-            raise CheckpointError(
-                f"{where}: tensor {name!r} has byte range [{lo}, {hi}) outside the file; it is truncated or corrupt"
-            )
-        tensors[name] = TensorSlice(name, dtype, shape, data_start + lo, data_start + hi)
-    return SafetensorsHeader(tensors, data_start, size, {str(k): str(v) for k, v in dict(metadata).items()})
-
-
-def _read_local_header(path: Path) -> SafetensorsHeader:
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise CheckpointError(f"{path} is shorter than a safetensors header; re-download it")
-        (n,) = struct.unpack("<Q", head)
-        if n > min(MAX_HEADER_BYTES, size - 8):
-            raise CheckpointError(f"{path} declares a {n}-byte header; it is not a valid safetensors file")
-        return parse_safetensors_header(f.read(n), size=size, where=str(path))
-
-
-def coalesce_ranges(
-    spans: Iterable[tuple[int, int]], max_gap: int = 1 << 20, max_waste: float = 0.05
-) -> list[tuple[int, int]]:
-    """Merge half-open byte ranges whose gaps are small into fewer, larger ranges.
-
-    Two neighbours merge when the gap between them is at most ``max_gap`` bytes and the bytes read
-    for nothing stay at most ``max_waste`` of the merged range's useful bytes.
-
-    Example:
-        >>> coalesce_ranges([(0, 100), (100, 200), (210, 300), (5000, 5100)], max_gap=64)
-        [(0, 300), (5000, 5100)]
-    """
-    out: list[list[int]] = []  # [start, end, useful bytes]
-    for lo, hi in sorted(spans):
-        if hi <= lo:
-            continue
-        if out:
-            cur = out[-1]
-            gap = lo - cur[1]
-            if gap <= 0:
-                cur[2] += max(0, hi - cur[1])
-                cur[1] = max(cur[1], hi)
-                continue
-            waste = cur[1] - cur[0] - cur[2] + gap
-            if gap <= max_gap and waste <= max_waste * (cur[2] + hi - lo):
-                cur[1], cur[2] = hi, cur[2] + hi - lo
-                continue
-        out.append([lo, hi, hi - lo])
-    return [(a, b) for a, b, _ in out]
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Retries of transient failures: ``max_retries`` tries without progress, waits doubling up to ``max_wait``."""
-
-    max_retries: int = 5
-    base_wait: float = 1.0
-    max_wait: float = 8.0
-
-    def wait(self, failures: int) -> float:
-        return min(self.max_wait, self.base_wait * 2 ** max(0, failures - 1))
-
-
-DEFAULT_RETRY = RetryPolicy()
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# HTTP: ranged GETs through huggingface_hub's session
-
-
-class _Transient(Exception):
-    """A failure worth retrying (5xx, short body...)."""
-
-
-def _transport_errors(session: Any) -> tuple[type[BaseException], ...]:
-    """The exceptions of the session's HTTP library that mean a dropped, reset or timed-out connection."""
-    root = type(session).__module__.split(".")[0]
-    if root == "requests":  # huggingface_hub < 1.0
-        import requests
-
-        return (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
-    import importlib
-
-    mod = importlib.import_module(root)  # httpx / httpx2
-    return (mod.TransportError,)
-
-
-@contextmanager
-def _stream_get(session: Any, url: str, headers: dict[str, str], timeout: float | None) -> Iterator[Any]:
-    """A streamed GET on an httpx-style or requests-style session; yields the response."""
-    if hasattr(session, "stream"):
-        with session.stream("GET", url, headers=headers, timeout=timeout) as r:
-            yield r
-    else:  # requests.Session
-        r = session.get(url, headers=headers, timeout=timeout, stream=True)
-        try:
-            yield r
-        finally:
-            r.close()
-
-
-def _iter_body(r: Any) -> Iterator[bytes]:
-    """The body as it arrives (no re-buffering: on a dropped connection every byte received is kept)."""
-    return r.iter_bytes() if hasattr(r, "iter_bytes") else r.iter_content(1 << 16)
-
-
-def _norm_etag(value: str | None) -> str | None:
-    if not value:
-        return None
-    return value.removeprefix("W/").strip('"')
-
-
-class _RemoteFile:
-    """One file of one commit on the Hub, read by byte ranges."""
-
-    def __init__(
-        self,
-        repo_id: str,
-        filename: str,
-        commit: str,
-        token: str | bool | None,
-        retry: RetryPolicy,
-        user_agent: str = "",
-    ) -> None:
-        from huggingface_hub import constants, hf_hub_url
-        from huggingface_hub.utils import build_hf_headers
-
-        self.repo_id, self.filename, self.commit = repo_id, filename, commit
-        self.url = hf_hub_url(repo_id, filename, revision=commit)
-        self.headers = build_hf_headers(token=token, library_name="rllm_zoo", user_agent=user_agent or None)
-        self.timeout = float(constants.HF_HUB_DOWNLOAD_TIMEOUT)
-        self.retry = retry
-        self.size: int | None = None
-        self.etag: str | None = None
-        self._lock = threading.Lock()
-
-    def _check_response(self, r: Any, want_start: int, want_end: int) -> int:
-        """Validate a 206 answer; return the last byte it covers."""
-        from huggingface_hub.utils import hf_raise_for_status
-
-        status = int(r.status_code)
-        if status == 200:
-            raise RangesNotSupportedError(
-                f"{self.url} answered a range request with the whole file (HTTP 200, "
-                f"Accept-Ranges: {r.headers.get('Accept-Ranges', 'absent')})"
-            )
-        if status in _RETRY_STATUS:
-            raise _Transient(f"HTTP {status}")
-        if status >= 400:
-            if hasattr(r, "read"):  # load the error body: hf_raise_for_status puts it in the message
-                r.read()
-            else:
-                _ = r.content
-            hf_raise_for_status(r)
-        if status != 206:
-            raise HubFetchError(f"unexpected HTTP {status} for a range request to {self.url}")
-        m = _CONTENT_RANGE_RE.match(r.headers.get("Content-Range", ""))
-        if m is None:
-            raise RangesNotSupportedError(f"{self.url} sent 206 without a usable Content-Range")
-        first, last, total = int(m.group(1)), int(m.group(2)), m.group(3)
-        if first != want_start or last > want_end or last < first:
-            raise HubFetchError(
-                f"{self.url} sent bytes {first}-{last} for a request of bytes {want_start}-{want_end}"
-            )
-        repo_commit = r.headers.get("X-Repo-Commit")
-        etag = _norm_etag(r.headers.get("X-Linked-Etag") or r.headers.get("ETag"))
-        with self._lock:
-            if total != "*":
-                if self.size is not None and int(total) != self.size:
-                    raise HubFetchError(
-                        f"{self.filename} changed size on the server while being read ({self.size} -> {total})"
-                    )
-                self.size = int(total)
-            if etag:
-                if self.etag is not None and etag != self.etag:
-                    raise HubFetchError(
-                        f"{self.filename} changed on the server while being read (ETag {self.etag} -> {etag})"
-                    )
-                self.etag = etag
-        if repo_commit and repo_commit != self.commit:
-            raise HubFetchError(f"asked {self.url} for commit {self.commit} but got {repo_commit}")
-        return last
-
-    def get(self, start: int, end: int, sink: Callable[[int, bytes], None]) -> None:
-        """Fetch bytes ``[start, end]`` (inclusive), calling ``sink(position, piece)`` as they arrive.
-
-        Transient failures are retried with backoff; a retry asks only for the bytes not yet received.
-        """
-        from huggingface_hub.utils import get_session
-
-        session = get_session()
-        transport = _transport_errors(session)
-        pos, failures = start, 0
-        while pos <= end:
-            before = pos
-            try:
-                headers = {**self.headers, "Range": f"bytes={pos}-{end}"}
-                with _stream_get(session, self.url, headers, self.timeout) as r:
-                    last = self._check_response(r, pos, end)
-                    for piece in _iter_body(r):
-                        piece = piece[: last + 1 - pos]
-                        if piece:
-                            sink(pos, piece)
-                            pos += len(piece)
-                    if pos <= last:
-                        raise _Transient(f"body ended at byte {pos} of {last + 1}")
-            except (_Transient, *transport) as e:
-                failures = 0 if pos > before else failures + 1
-                if failures > self.retry.max_retries:
-                    raise HubFetchError(
-                        f"fetching bytes {start}-{end} of {self.filename} ({self.repo_id}@{self.commit[:12]}) "
-                        f"failed {failures} times in a row, last with {type(e).__name__}: {e}. Check the network "
-                        "or HF_ENDPOINT and call again: nothing partial was kept."
-                    ) from e
-                wait = self.retry.wait(max(failures, 1))
-                logger.info("retrying %s bytes %d-%d in %.1fs after %s", self.filename, pos, end, wait, e)
-                time.sleep(wait)
-
-    def read(self, start: int, end: int) -> bytes:
-        """Bytes ``[start, end]`` (inclusive) as one ``bytes`` (for small reads: headers)."""
-        buf = bytearray(end - start + 1)
-
-        def sink(p: int, piece: bytes) -> None:
-            buf[p - start : p - start + len(piece)] = piece
-
-        self.get(start, end, sink)
-        return bytes(buf)
-
-    def header(self) -> SafetensorsHeader:
-        """The safetensors header, read with two range requests (length, then JSON)."""
-        (n,) = struct.unpack("<Q", self.read(0, 7))
-        limit = MAX_HEADER_BYTES if self.size is None else min(MAX_HEADER_BYTES, self.size - 8)
-        if n == 0 or n > limit:
-            raise CheckpointError(
-                f"{self.filename} in {self.repo_id}@{self.commit[:12]} declares a {n}-byte safetensors header; "
-                "it is not a valid safetensors file"
-            )
-        raw = self.read(8, 8 + n - 1)
-        return parse_safetensors_header(raw, size=self.size, where=f"{self.repo_id}/{self.filename}")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# the cache
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _ref_ttl() -> float:
-    raw = os.environ.get(REF_TTL_ENV, "")
-    try:
-        return float(raw) if raw.strip() else DEFAULT_REF_TTL
-    except ValueError:
-        logger.warning("ignoring %s=%r (not a number of seconds)", REF_TTL_ENV, raw)
-        return DEFAULT_REF_TTL
 
 
 def _describe(names: list[str]) -> str:
@@ -485,326 +97,6 @@ def _describe(names: list[str]) -> str:
     prefix = lo[:n]
     prefix = prefix[: prefix.rfind(".") + 1] if "." in prefix else prefix
     return f"{prefix}* ({len(names)} tensors)" if len(names) > 1 else names[0]
-
-
-@dataclass(frozen=True)
-class CachedSnapshot:
-    """What the layer cache knows of one commit: a folder with ``config.json``, and the shard index."""
-
-    commit: str
-    folder: Path
-    weight_map: dict[str, str] | None  # None: a single model.safetensors (or not recorded)
-    has_weights: bool
-
-
-class LayerCache:
-    """rllm_zoo's cache of Hub layers (``$RLLM_ZOO_CACHE/hub-layers``, default ``~/.cache/rllm_zoo/hub-layers``).
-
-    Layout, per repo (``models--org--name``)::
-
-        refs/<revision>                      commit a branch/tag resolved to (mtime: when)
-        snapshots/<commit>/config.json       the model config (and README.md when it was cached)
-        snapshots/<commit>/weights.json      the shard index ({"weight_map": ...} or null)
-        snapshots/<commit>/headers/<file>.json   parsed safetensors headers
-        layers/<key>.safetensors, <key>.json     one fetched layer and its manifest
-
-    ``key`` is the sha256 of (repo, commit, sorted tensor names).
-
-    Example:
-        >>> cache = LayerCache("/tmp/rz-cache")                        # doctest: +SKIP
-        >>> cache.lookup_ref("org/model", "main", max_age=None)        # doctest: +SKIP
-        '0123456789abcdef0123456789abcdef01234567'
-    """
-
-    def __init__(self, root: str | os.PathLike | None = None) -> None:
-        self.root = Path(root) if root is not None else cache_dir() / "hub-layers"
-
-    def repo_dir(self, repo_id: str) -> Path:
-        return self.root / ("models--" + repo_id.replace("/", "--"))
-
-    # -- refs ------------------------------------------------------------------------------------------------
-    def _ref_path(self, repo_id: str, revision: str) -> Path:
-        return self.repo_dir(repo_id) / "refs" / quote(revision, safe="")
-
-    def remember_ref(self, repo_id: str, revision: str, commit: str) -> None:
-        """Record that ``revision`` (a branch or tag) pointed to ``commit`` now."""
-        if revision != commit:
-            _atomic_write(self._ref_path(repo_id, revision), commit.encode())
-
-    def lookup_ref(self, repo_id: str, revision: str, max_age: float | None) -> str | None:
-        """The commit ``revision`` resolved to, if recorded less than ``max_age`` seconds ago (None: any age)."""
-        if _COMMIT_RE.match(revision):
-            return revision
-        path = self._ref_path(repo_id, revision)
-        try:
-            commit = path.read_text().strip()
-            age = time.time() - path.stat().st_mtime
-        except OSError:
-            return None
-        if not _COMMIT_RE.match(commit) or (max_age is not None and age > max_age):
-            return None
-        return commit
-
-    # -- per-commit metadata ------------------------------------------------------------------------------------
-    def snapshot_dir(self, repo_id: str, commit: str) -> Path:
-        return self.repo_dir(repo_id) / "snapshots" / commit
-
-    def save_snapshot(
-        self, repo_id: str, commit: str, folder: Path, weight_map: dict[str, str] | None, *, weights: bool
-    ) -> None:
-        """Copy ``config.json`` (and ``README.md``) from ``folder``; record the shard index if ``weights``."""
-        snap = self.snapshot_dir(repo_id, commit)
-        for name in ("README.md", "config.json"):
-            src = folder / name
-            if src.is_file() and not (snap / name).is_file():
-                _atomic_write(snap / name, src.read_bytes())
-        if weights:
-            _atomic_write(snap / "weights.json", json.dumps({"weight_map": weight_map}).encode())
-
-    def find_snapshot(
-        self, repo_id: str, revision: str | None, *, need_weights: bool, offline: bool
-    ) -> CachedSnapshot | None:
-        """The cached metadata of ``revision`` (no network), or None when anything needed is missing."""
-        commit = self.lookup_ref(repo_id, revision or "main", max_age=None if offline else _ref_ttl())
-        if commit is None:
-            return None
-        snap = self.snapshot_dir(repo_id, commit)
-        if not (snap / "config.json").is_file():
-            return None
-        weight_map, has = None, False
-        try:
-            weight_map = json.loads((snap / "weights.json").read_text())["weight_map"]
-            has = True
-        except (OSError, ValueError, KeyError, TypeError):
-            if need_weights:
-                return None
-        return CachedSnapshot(commit, snap, weight_map, has)
-
-    def _header_path(self, repo_id: str, commit: str, filename: str) -> Path:
-        return self.snapshot_dir(repo_id, commit) / "headers" / (quote(filename, safe="") + ".json")
-
-    def save_header(self, repo_id: str, commit: str, filename: str, header: SafetensorsHeader) -> None:
-        _atomic_write(self._header_path(repo_id, commit, filename), json.dumps(header.to_json()).encode())
-
-    def load_header(self, repo_id: str, commit: str, filename: str) -> SafetensorsHeader | None:
-        try:
-            return SafetensorsHeader.from_json(
-                json.loads(self._header_path(repo_id, commit, filename).read_text())
-            )
-        except (OSError, ValueError, KeyError, TypeError, IndexError):
-            return None
-
-    # -- layer entries --------------------------------------------------------------------------------------------
-    @staticmethod
-    def entry_key(repo_id: str, commit: str, names: Iterable[str]) -> str:
-        h = hashlib.sha256(f"{repo_id}\n{commit}\n".encode())
-        for n in sorted(set(names)):
-            h.update(n.encode() + b"\n")
-        return h.hexdigest()[:40]
-
-    def entry_paths(self, repo_id: str, commit: str, names: Iterable[str]) -> tuple[Path, Path]:
-        """``(data.safetensors, manifest.json)`` of the entry for these tensor names."""
-        key = self.entry_key(repo_id, commit, names)
-        d = self.repo_dir(repo_id) / "layers"
-        return d / f"{key}.safetensors", d / f"{key}.json"
-
-    def open_entry(self, repo_id: str, commit: str, names: list[str]) -> _LayerEntry | None:
-        """The verified entry for ``names``, or None (a damaged entry is deleted and reported)."""
-        data, manifest = self.entry_paths(repo_id, commit, names)
-        if not manifest.is_file():
-            return None
-        try:
-            entry = _LayerEntry.load(data, manifest)
-            if entry.manifest.get("repo_id") != repo_id or entry.manifest.get("commit") != commit:
-                raise CheckpointError("manifest is for another repo or commit")
-            if sorted(entry.manifest["tensors"]) != sorted(set(names)):
-                raise CheckpointError("manifest lists other tensors")
-            entry.verify()
-        except (CheckpointError, OSError, ValueError, KeyError, TypeError) as e:
-            logger.warning(
-                "rllm_zoo layer cache entry %s is damaged (%s): deleting it, it will be fetched again",
-                data,
-                e,
-            )
-            manifest.unlink(missing_ok=True)
-            data.unlink(missing_ok=True)
-            return None
-        return entry
-
-
-class _LayerEntry:
-    """A cached layer: a safetensors file written by :class:`_EntryWriter` and its manifest."""
-
-    def __init__(self, data: Path, manifest: dict[str, Any]) -> None:
-        self.data = data
-        self.manifest = manifest
-
-    @classmethod
-    def load(cls, data: Path, manifest_path: Path) -> _LayerEntry:
-        manifest = json.loads(manifest_path.read_text())
-        if manifest.get("format") != _MANIFEST_FORMAT:
-            raise CheckpointError(f"unknown manifest format {manifest.get('format')!r}")
-        size = data.stat().st_size
-        if size != int(manifest["file_size"]):
-            raise CheckpointError(f"data file has {size} bytes, manifest says {manifest['file_size']}")
-        return cls(data, manifest)
-
-    def _ranges(self) -> Iterator[tuple[str, int, int]]:
-        start = int(self.manifest["data_start"])
-        for name, t in self.manifest["tensors"].items():
-            lo, hi = t["offsets"]
-            yield name, start + int(lo), start + int(hi)
-
-    def verify(self) -> None:
-        """Recompute every tensor's sha256 from the file; raise :class:`CheckpointError` on a mismatch."""
-        with open(self.data, "rb", buffering=0) as f:
-            for name, lo, hi in self._ranges():
-                h = hashlib.sha256()
-                f.seek(lo)
-                left = hi - lo
-                while left:
-                    block = f.read(min(left, 8 << 20))
-                    if not block:
-                        raise CheckpointError(f"data file ends inside tensor {name!r}")
-                    h.update(block)
-                    left -= len(block)
-                if h.hexdigest() != self.manifest["tensors"][name]["sha256"]:
-                    raise CheckpointError(f"sha256 of tensor {name!r} does not match the manifest")
-
-    def iter_tensors(self, names: Iterable[str]) -> Iterator[tuple[str, torch.Tensor]]:
-        """Each tensor read into its own (owned, writable) memory."""
-        start = int(self.manifest["data_start"])
-        with open(self.data, "rb", buffering=0) as f:
-            for name in names:
-                t = self.manifest["tensors"][name]
-                lo, hi = (int(x) for x in t["offsets"])
-                buf = torch.empty(hi - lo, dtype=torch.uint8)
-                f.seek(start + lo)
-                view = memoryview(buf.numpy())
-                got = 0
-                while got < hi - lo:
-                    n = f.readinto(view[got:])
-                    if not n:
-                        raise CheckpointError(
-                            f"{self.data} ends inside tensor {name!r}; it will be refetched"
-                        )
-                    got += n
-                yield name, buf.view(_torch_dtype(t["dtype"], name)).reshape(t["shape"])
-
-
-def _torch_dtype(code: str, name: str) -> torch.dtype:
-    dt = _ST_DTYPES.get(code)
-    if dt is None:
-        raise CheckpointError(
-            f"tensor {name!r} has safetensors dtype {code}, which this torch ({torch.__version__}) cannot hold; "
-            "upgrade torch"
-        )
-    return dt
-
-
-class _EntryWriter:
-    """Writes one layer entry: a pre-sized temporary safetensors file filled at known offsets, then renamed."""
-
-    def __init__(self, data: Path, manifest: Path, slices: list[tuple[str, TensorSlice]]) -> None:
-        self.data_path, self.manifest_path = data, manifest
-        # tensor name -> (source file, slice, offset in the data area); data laid out in source order
-        self.layout: list[tuple[str, TensorSlice, int]] = []
-        offset = 0
-        header: dict[str, Any] = {}
-        for fname, s in slices:
-            _torch_dtype(s.dtype, s.name)
-            self.layout.append((fname, s, offset))
-            header[s.name] = {
-                "dtype": s.dtype,
-                "shape": list(s.shape),
-                "data_offsets": [offset, offset + s.nbytes],
-            }
-            offset += s.nbytes
-        header["__metadata__"] = {"format": "pt", "producer": "rllm_zoo.hub_ranges"}
-        raw = json.dumps(header, separators=(",", ":")).encode()
-        raw += b" " * (-len(raw) % 8)
-        self.prefix = struct.pack("<Q", len(raw)) + raw
-        self.data_start = len(self.prefix)
-        self.file_size = self.data_start + offset
-        data.parent.mkdir(parents=True, exist_ok=True)
-        _sweep_stale_temps(data.parent)
-        free = shutil.disk_usage(data.parent).free
-        if free < self.file_size + (64 << 20):
-            raise HubFetchError(
-                f"not enough disk space for the layer cache in {data.parent} (needs {self.file_size / 2**20:.0f} MiB, "
-                f"{free / 2**20:.0f} MiB free): free some space or point RLLM_ZOO_CACHE elsewhere"
-            )
-        self.tmp = data.with_name(f"{data.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        self.fd = os.open(self.tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-        os.pwrite(self.fd, self.prefix, 0)
-        os.ftruncate(self.fd, self.file_size)
-
-    def write(self, dest: int, data: bytes | memoryview) -> None:
-        """Write ``data`` at ``dest`` (an offset in the data area)."""
-        view = memoryview(data)
-        at = self.data_start + dest
-        while view:
-            n = os.pwrite(self.fd, view, at)
-            view, at = view[n:], at + n
-
-    def commit(self, repo_id: str, commit: str, fetched_bytes: int) -> _LayerEntry:
-        """Hash, fsync, write the manifest, rename: the entry becomes visible complete or not at all."""
-        tensors: dict[str, Any] = {}
-        for fname, s, off in self.layout:
-            h = hashlib.sha256()
-            pos, end = self.data_start + off, self.data_start + off + s.nbytes
-            while pos < end:
-                block = os.pread(self.fd, min(end - pos, 8 << 20), pos)
-                if not block:
-                    raise HubFetchError(f"temporary layer file {self.tmp} is shorter than expected")
-                h.update(block)
-                pos += len(block)
-            tensors[s.name] = {
-                "dtype": s.dtype,
-                "shape": list(s.shape),
-                "offsets": [off, off + s.nbytes],
-                "sha256": h.hexdigest(),
-                "source": {"file": fname, "range": [s.start, s.end]},
-            }
-        os.fsync(self.fd)
-        manifest = {
-            "format": _MANIFEST_FORMAT,
-            "repo_id": repo_id,
-            "commit": commit,
-            "names": sorted(tensors),
-            "file": self.data_path.name,
-            "file_size": self.file_size,
-            "data_start": self.data_start,
-            "fetched_bytes": fetched_bytes,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "tensors": tensors,
-        }
-        os.close(self.fd)
-        self.fd = -1
-        os.replace(self.tmp, self.data_path)
-        _atomic_write(self.manifest_path, json.dumps(manifest, indent=1).encode())
-        return _LayerEntry(self.data_path, manifest)
-
-    def abort(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-        self.tmp.unlink(missing_ok=True)
-
-
-def _sweep_stale_temps(folder: Path, max_age: float = 24 * 3600.0) -> None:
-    """Remove temporary files left by killed processes (older than ``max_age``)."""
-    now = time.time()
-    for p in folder.glob("*.tmp"):
-        try:
-            if now - p.stat().st_mtime > max_age:
-                p.unlink()
-        except OSError:
-            pass
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# the checkpoint
 
 
 def _offline() -> bool:
@@ -1097,20 +389,6 @@ class HubRangeCheckpoint:
             raise
 
 
-@contextmanager
-def _progress(total: int, desc: str) -> Iterator[Any]:
-    """A bytes progress bar; off when stderr is not a terminal or ``HF_HUB_DISABLE_PROGRESS_BARS=1``."""
-    from huggingface_hub.utils import tqdm as hf_tqdm
-
-    # disable=None: tqdm turns itself off when not writing to a tty; huggingface_hub's subclass also
-    # honours HF_HUB_DISABLE_PROGRESS_BARS / disable_progress_bars().
-    bar = hf_tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc[:60], disable=None)
-    try:
-        yield bar
-    finally:
-        bar.close()
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # resolving a Hub model
 
@@ -1136,9 +414,9 @@ def open_hub_model(
 ) -> HubModel:
     """Resolve ``repo_id@revision`` to a commit, its config and (with ``weights``) a :class:`HubRangeCheckpoint`.
 
-    Without any request when the layer cache knows the revision (see the module doc); otherwise
-    ``config.json`` and ``model.safetensors.index.json`` are fetched through ``fetch`` (default:
-    ``hf_hub_download``, which resolves the revision) and recorded in the layer cache.
+    Without any request when the layer cache knows the revision (see :mod:`rllm_zoo.llm.layer_cache`);
+    otherwise ``config.json`` and ``model.safetensors.index.json`` are fetched through ``fetch``
+    (default: ``hf_hub_download``, which resolves the revision) and recorded in the layer cache.
 
     Args:
         fetch: ``fetch(filename, revision) -> Path`` for whole files; it raises ``EntryNotFoundError``
