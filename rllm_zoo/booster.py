@@ -37,7 +37,7 @@ class UnitRMSNorm(nn.Module):
     """RMSNorm with a fixed unit weight (no parameters), computed in float32.
 
     Example:
-        >>> UnitRMSNorm(eps=1e-6)(torch.ones(1, 2, 4)).tolist()
+        >>> UnitRMSNorm(eps=0.0)(torch.full((1, 2, 4), 3.0)).tolist()
         [[[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]]]
     """
 

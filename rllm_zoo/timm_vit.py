@@ -2,11 +2,14 @@
 
 ``import rllm_zoo`` registers the family in timm, so the usual timm habits hold::
 
-    >>> import timm, rllm_zoo                                            # doctest: +SKIP
-    >>> timm.list_models("rllm_*")                                       # doctest: +SKIP
-    ['rllm_vit_base_patch16_224', 'rllm_vit_small_patch4_28', ...]
+    >>> import timm, rllm_zoo
+    >>> timm.list_models("rllm_*")[:2]
+    ['rllm_vit_base_patch16_224', 'rllm_vit_micro_patch4_28']
     >>> model = timm.create_model("rllm_vit_small_patch4_28", num_classes=5)  # SmolLM2 layer -1
-    >>> paper = timm.create_model("rllm_vit_small_patch16_224", llm="huggyllama/llama-7b", llm_layer=31)
+    >>> model.booster_args["llm"], model.booster.block.info.layer
+    ('smollm2', 29)
+    >>> paper = timm.create_model(  # the paper's block: reads layer 31 from the Hub  # doctest: +SKIP
+    ...     "rllm_vit_small_patch16_224", llm="huggyllama/llama-7b", llm_layer=31)
 
 The booster sits after the last encoder block and before the final norm (the
 paper's place). It is attached as a forward hook on the last block, so every timm

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
-import importlib
-
 import pytest
 import torch
 from torch import nn
@@ -260,12 +257,3 @@ def test_2d_network_rejects_volumes():
     net = small_net("vit2d", llm=None)
     with pytest.raises(ValueError, match=r"expected a 4D tensor \(B, C, H, W\) for spatial_dims=2"):
         net(torch.rand(1, 3, 28, 28, 28))
-
-
-@pytest.mark.parametrize(
-    "module", ["checks", "boosting", "base", "vit", "vivit", "presets", "handlers", "data"]
-)
-def test_docstring_examples(module):
-    mod = importlib.import_module(f"rllm_zoo.monai.{module}")
-    result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
-    assert result.failed == 0
