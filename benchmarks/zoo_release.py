@@ -8,6 +8,9 @@ R-LLM with a random block), the seed with the best validation score is written t
 candidate's validation scores). Then the weights' size in full and in delta mode, and the mode
 ``rllm-zoo publish`` will push, are written to ``docs/pretrained.md`` (and ``zoo/sizes.json``).
 The checkpoints come from ``runs/table`` (kept by the results table on the machine that ran it).
+Where a selected run's checkpoint is missing (a fresh machine: only the metrics are committed),
+the run is trained again with the table's own recipe and seed, and released only if its
+validation and test metrics equal the committed ones (training is deterministic on a CPU).
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ import argparse
 import json
 from pathlib import Path
 
+from results_table import train_run
+
 from rllm_zoo.hub.weights import llm_reference, resolve_weights_mode
-from rllm_zoo.hub.zoo import publish_zoo, release_zoo
+from rllm_zoo.hub.zoo import ZOO_ARMS, ZOO_MODELS, publish_zoo, release_zoo, select_best_seed
 from rllm_zoo.training.config import atomic_write_text
 
 
@@ -62,6 +67,27 @@ def write_report(index: list[dict], sizes: list[dict], out: Path, zoo: Path) -> 
     atomic_write_text(out, "\n".join(lines))
 
 
+def ensure_checkpoints(runs: Path, results: Path, data_root: str) -> None:
+    """Retrain every selected run whose checkpoint is missing; refuse one whose metrics differ."""
+    for flag in ZOO_MODELS:
+        for arm in ZOO_ARMS:
+            seed, committed = select_best_seed(results, flag, arm)
+            run = runs / flag / arm / f"seed{seed}"
+            if (run / "best.pt").is_file():
+                continue
+            print(f"zoo_release: {run}/best.pt is missing; training it again", flush=True)
+            train_run(flag, arm, seed, runs, data_root)
+            again = json.loads((run / "metrics.json").read_text())
+            for split in ("val", "test"):
+                for key, value in committed[split].items():
+                    if abs(again[split][key] - value) > 1e-6:
+                        raise RuntimeError(
+                            f"{run}: retrained {split} {key} = {again[split][key]:.6f}, committed {value:.6f}; "
+                            "this machine does not reproduce the table's run, so its checkpoint cannot stand for "
+                            f"it. Rerun the table (python benchmarks/results_table.py --only {flag}) here instead."
+                        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -70,11 +96,15 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=Path("benchmarks/results/table"))
     parser.add_argument("--zoo", type=Path, default=Path("zoo"))
     parser.add_argument("--out", type=Path, default=Path("docs/pretrained.md"))
+    parser.add_argument(
+        "--data-root", default="../shared/medmnist", help="for runs that must be trained again"
+    )
     parser.add_argument("--sizes-only", action="store_true", help="do not re-release; report sizes of zoo/")
     args = parser.parse_args()
     if args.sizes_only:
         index = json.loads((args.zoo / "index.json").read_text())
     else:
+        ensure_checkpoints(args.runs, args.results, args.data_root)
         index = release_zoo(args.runs, args.results, args.zoo)
     sizes = publish_zoo(args.zoo, dry_run=True)
     from rllm_zoo.hub.pull import load_from_folder
