@@ -19,11 +19,10 @@ import argparse
 import json
 from pathlib import Path
 
-from results_table import train_run
-
 from rllm_zoo.hub.weights import llm_reference, resolve_weights_mode
 from rllm_zoo.hub.zoo import ZOO_ARMS, ZOO_MODELS, publish_zoo, release_zoo, select_best_seed
-from rllm_zoo.training.config import atomic_write_text
+from rllm_zoo.training import fit
+from rllm_zoo.training.config import atomic_write_text, load_config
 
 
 def _mb(n: int) -> str:
@@ -67,17 +66,34 @@ def write_report(index: list[dict], sizes: list[dict], out: Path, zoo: Path) -> 
     atomic_write_text(out, "\n".join(lines))
 
 
-def ensure_checkpoints(runs: Path, results: Path, data_root: str) -> None:
-    """Retrain every selected run whose checkpoint is missing; refuse one whose metrics differ."""
-    for flag in ZOO_MODELS:
+def ensure_checkpoints(
+    runs: Path, results: Path, data_root: str | None = None, flags: tuple[str, ...] = tuple(ZOO_MODELS)
+) -> list[Path]:
+    """Train again every selected run whose checkpoint is missing, from its committed config.yaml.
+
+    The retrained run must reproduce the committed validation and test metrics (to 1e-6), or
+    it is refused: its checkpoint could not stand for the run the table reports. Returns the
+    runs that were trained again.
+    """
+    retrained = []
+    for flag in flags:
         for arm in ZOO_ARMS:
             seed, committed = select_best_seed(results, flag, arm)
             run = runs / flag / arm / f"seed{seed}"
             if (run / "best.pt").is_file():
                 continue
+            if (run / "metrics.json").is_file():
+                raise FileNotFoundError(
+                    f"{run} is finished but has no best.pt; delete the folder to train it again"
+                )
             print(f"zoo_release: {run}/best.pt is missing; training it again", flush=True)
-            train_run(flag, arm, seed, runs, data_root)
-            again = json.loads((run / "metrics.json").read_text())
+            overrides = {
+                "out": str(run),
+                "progress": False,
+                **({"data_root": data_root} if data_root else {}),
+            }
+            cfg = load_config(results / flag / arm / f"seed{seed}" / "config.yaml", overrides)
+            again = fit(cfg, resume=True)
             for split in ("val", "test"):
                 for key, value in committed[split].items():
                     if abs(again[split][key] - value) > 1e-6:
@@ -86,6 +102,8 @@ def ensure_checkpoints(runs: Path, results: Path, data_root: str) -> None:
                             "this machine does not reproduce the table's run, so its checkpoint cannot stand for "
                             f"it. Rerun the table (python benchmarks/results_table.py --only {flag}) here instead."
                         )
+            retrained.append(run)
+    return retrained
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -46,3 +47,26 @@ def test_results_table_smoke(medmnist_root, tmp_path):
     before = (tmp_path / "runs/retinamnist/baseline/seed0/metrics.json").stat().st_mtime_ns
     subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True, timeout=900)
     assert (tmp_path / "runs/retinamnist/baseline/seed0/metrics.json").stat().st_mtime_ns == before
+
+    # a fresh machine has the committed results but no checkpoints: zoo_release trains the selected
+    # runs again from their committed config and checks they reproduce the committed metrics
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from zoo_release import ensure_checkpoints
+
+    shutil.rmtree(tmp_path / "runs")
+    retrained = ensure_checkpoints(
+        tmp_path / "runs", tmp_path / "results", str(medmnist_root), flags=("retinamnist",)
+    )
+    assert len(retrained) == 3 and all((run / "best.pt").is_file() for run in retrained)
+    assert ensure_checkpoints(tmp_path / "runs", tmp_path / "results", flags=("retinamnist",)) == []
+    # a run that does not reproduce its committed metrics is refused
+    run = retrained[0]
+    committed = tmp_path / "results" / run.relative_to(tmp_path / "runs") / "metrics.json"
+    m = json.loads(committed.read_text())
+    m["test"]["auc"] += 0.01
+    committed.write_text(json.dumps(m))
+    shutil.rmtree(run)
+    with pytest.raises(RuntimeError, match="does not reproduce the table's run"):
+        ensure_checkpoints(
+            tmp_path / "runs", tmp_path / "results", str(medmnist_root), flags=("retinamnist",)
+        )
