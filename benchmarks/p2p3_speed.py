@@ -3,19 +3,25 @@
     python benchmarks/p2p3_speed.py                      # writes benchmarks/results/p2p3_speed.{json,md}
     python benchmarks/p2p3_speed.py --sizes 28 --repeats 3 --out /tmp/p2p3   # a quick look
 
-For ViT-S at 28 px (patch 4) and 224 px (patch 16), three arms: the plain ViT, +R-LLM with
-the real SmolLM2 block, and +R-LLM with a random LLaMA-7B-shaped block (width 4096, FFN
-11008; nothing is downloaded: the block is built from a config). Each measurement runs in a
-fresh subprocess, so peak memory (VmHWM, reset after warm-up) belongs to it alone:
+For ViT-S at 28 px (patch 4) and 224 px (patch 16), four arms: the plain ViT, the mlp control
+(the adapters without a block), +R-LLM with the real SmolLM2 block, and +R-LLM with a random
+LLaMA-7B-shaped block (width 4096, FFN 11008; nothing is downloaded: the block is built from a
+config). Per size:
 
-- FLOPs per image, counted by ``torch.utils.flop_counter`` (multiply-add = 2);
-- inference images/s in fp32 and under bf16 autocast;
-- training step time and peak memory with the block frozen (the paper) and unfrozen.
+- **speed** (one process holding every arm): FLOPs per image counted by
+  ``torch.utils.flop_counter`` (multiply-add = 2), then inference images/s in fp32 and under
+  bf16 autocast, timed in interleaved rounds (arm A, B, C, D, A, B, ...) so that a noisy machine
+  slows every arm alike; medians over rounds.
+- **training** (one process holding every arm, block frozen and unfrozen): FLOPs of one training
+  step (forward + backward) and the step time, interleaved the same way.
+- **memory** (a fresh process per arm and mode): peak RSS of the training steps (VmHWM, reset
+  after a warm-up step that allocates gradients and optimizer state).
 
 Targets (reported as measured, met or not): boosted/base time within 1.1x of the FLOP ratio;
-bf16 >= 3x fp32 images/s; the frozen block costs <= 2x its forward FLOPs in training
-(estimated from times: (train_boosted - train_mlp) / (infer_boosted - infer_mlp), the mlp
-arm having the same adapters and no block).
+bf16 >= 3x fp32 images/s; the frozen block costs <= 2x its forward FLOPs in training, counted
+exactly as (train FLOPs of the boosted arm - train FLOPs of the mlp arm) / (forward FLOPs of the
+boosted arm - forward FLOPs of the mlp arm): the mlp arm has the same adapters and no block.
+The same ratio from times is reported beside it.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ ARMS = {
     "smollm2": dict(booster="residual", llm="smollm2"),
     "llama7b_random": dict(booster="residual", llm="random:{llama7b}"),
 }
+BLOCK_ARMS = ("smollm2", "llama7b_random")
 MODELS = {28: "rllm_vit_small_patch4_28", 224: "rllm_vit_small_patch16_224"}
 BATCH = {28: 64, 224: 16}
 
@@ -58,6 +65,22 @@ def _llama7b_config(cache: Path) -> Path:
     return folder
 
 
+def _cpu() -> str:
+    """The CPU's model name and its bf16 matrix units (AMX tiles, AVX-512 BF16), from /proc/cpuinfo."""
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                name = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    except OSError:
+        pass
+    units = [f for f in ("amx_bf16", "avx512_bf16") if f in flags]
+    return f"{name} ({', '.join(units) if units else 'no bf16 matrix units'})"
+
+
 def _status() -> dict[str, int]:
     out = {}
     with open("/proc/self/status") as f:
@@ -68,85 +91,195 @@ def _status() -> dict[str, int]:
     return out
 
 
-def _mem(r: dict) -> str:
-    """Peak RSS of a training measurement (with what the steps added on top of the warm-up), or '-'."""
+def _build(spec: dict, arm: str, unfrozen: bool = False):
+    import timm
+    import torch
+
+    import rllm_zoo  # noqa: F401
+
+    torch.manual_seed(0)
+    kwargs = dict(ARMS[arm])
+    if "llm" in kwargs:
+        kwargs["llm"] = kwargs["llm"].format(llama7b=spec["llama7b"])
+    return timm.create_model(spec["model"], num_classes=5, freeze_llm=not unfrozen, **kwargs)
+
+
+def _trainer(model):
+    """A training step (forward, backward, AdamW) for ``model``, and its backward-only part."""
+    import torch
+
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+
+    def forward_backward(x) -> None:
+        opt.zero_grad(set_to_none=True)
+        model(x).logsumexp(-1).mean().backward()
+
+    def step(x) -> None:
+        forward_backward(x)
+        opt.step()
+
+    return forward_backward, step
+
+
+def _interleaved(fns: dict, repeats: int) -> dict[str, float]:
+    """Median seconds of each callable, timed in interleaved rounds after one warm-up round."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for i in range(repeats + 1):
+        for key, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            if i:
+                times[key].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def worker_speed(spec: dict) -> dict:
+    """Forward FLOPs and inference images/s of every arm, timed side by side."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.randn(spec["batch"], 3, spec["size"], spec["size"])
+    models = {arm: _build(spec, arm).eval() for arm in spec["arms"]}
+    out: dict = {}
+    for arm, model in models.items():
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(x[:1])
+        out[arm] = {
+            "flops_per_image": counter.get_total_flops(),
+            "params_total": sum(p.numel() for p in model.parameters()),
+        }
+
+    def infer(model, bf16: bool):
+        def run() -> None:
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                model(x)
+
+        return run
+
+    fns = {(arm, p): infer(m, p == "bf16") for arm, m in models.items() for p in ("fp32", "bf16")}
+    for (arm, precision), seconds in _interleaved(fns, spec["repeats"]).items():
+        out[arm][f"images_per_s_{precision}"] = spec["batch"] / seconds
+    return out
+
+
+def worker_train(spec: dict) -> dict:
+    """FLOPs of one training step and its time, for every arm frozen (and block arms unfrozen)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.randn(spec["batch"], 3, spec["size"], spec["size"])
+    cases = [(arm, False) for arm in spec["arms"]] + [(a, True) for a in spec["arms"] if a in BLOCK_ARMS]
+    out: dict = {}
+    steps = {}
+    for arm, unfrozen in cases:
+        model = _build(spec, arm, unfrozen)
+        forward_backward, step = _trainer(model)
+        key = f"{arm}/{'unfrozen' if unfrozen else 'frozen'}"
+        with FlopCounterMode(display=False) as counter:
+            forward_backward(x[:1])
+        out[key] = {
+            "train_flops_per_image": counter.get_total_flops(),
+            "params_trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        }
+        step(x)  # allocates gradients and optimizer state before the timed rounds
+        steps[key] = lambda step=step: step(x)
+    for key, seconds in _interleaved(steps, spec["repeats"]).items():
+        out[key]["train_step_s"] = seconds
+    return out
+
+
+def worker_memory(spec: dict) -> dict:
+    """Peak RSS of training steps of one arm (this process holds nothing else)."""
+    import torch
+
+    x = torch.randn(spec["batch"], 3, spec["size"], spec["size"])
+    model = _build(spec, spec["arm"], spec["unfrozen"])
+    _, step = _trainer(model)
+    step(x)  # warm-up: allocates gradients and optimizer state
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    base = _status()["VmRSS"]
+    for _ in range(spec["repeats"]):
+        step(x)
+    return {
+        "train_peak_extra_bytes": _status()["VmHWM"] - base,  # what the steps add on top of the steady state
+        "train_peak_rss_bytes": _status()["VmHWM"],  # model, gradients and optimizer state included
+        "train_rss_bytes": _status()["VmRSS"],
+    }
+
+
+WORKERS = {"speed": worker_speed, "train": worker_train, "memory": worker_memory}
+
+
+def run_case(spec: dict) -> dict:
+    proc = subprocess.run(
+        [sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True, timeout=7200
+    )
+    if proc.returncode:
+        err = proc.stderr.strip().splitlines()
+        raise RuntimeError(f"p2p3 worker {spec['task']} failed: {err[-1] if err else proc.returncode}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _fmt_mem(r: dict) -> str:
     if "train_peak_rss_bytes" not in r:
         return "-"
     return f"{r['train_peak_rss_bytes'] / 2**20:.0f} MiB ({r['train_peak_extra_bytes'] / 2**20:.0f})"
 
 
-def worker(spec: dict) -> dict:
-    import timm
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    import rllm_zoo  # noqa: F401
-
-    torch.manual_seed(0)
-    kwargs = dict(spec["arm_kwargs"])
-    if "llm" in kwargs:
-        kwargs["llm"] = kwargs["llm"].format(llama7b=spec["llama7b"])
-    model = timm.create_model(spec["model"], num_classes=5, freeze_llm=not spec.get("unfrozen"), **kwargs)
-    size, batch, reps = spec["size"], spec["batch"], spec["repeats"]
-    x = torch.randn(batch, 3, size, size)
-    result: dict = {"params_trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}
-    result["params_total"] = sum(p.numel() for p in model.parameters())
-    if spec["task"] == "infer":
-        model.eval()
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(x[:1])
-        result["flops_per_image"] = counter.get_total_flops()
-        for precision in ("fp32", "bf16"):
-            times = []
-            for i in range(reps + 1):
-                t = time.perf_counter()
-                with (
-                    torch.no_grad(),
-                    torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"),
-                ):
-                    model(x)
-                if i:  # the first call warms up
-                    times.append(time.perf_counter() - t)
-            result[f"images_per_s_{precision}"] = batch / statistics.median(times)
-    else:
-        model.train()
-        params = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=1e-4)
-
-        def step() -> None:
-            loss = model(x).logsumexp(-1).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-        step()  # warm-up: allocates gradients and optimizer state
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        base = _status()["VmRSS"]
-        times = []
-        for _ in range(reps):
-            t = time.perf_counter()
-            step()
-            times.append(time.perf_counter() - t)
-        result["train_step_s"] = statistics.median(times)
-        result["train_peak_extra_bytes"] = _status()["VmHWM"] - base
-        # whole-process peak during the steps: model, gradients and optimizer state included
-        result["train_peak_rss_bytes"] = _status()["VmHWM"]
-        result["train_rss_bytes"] = _status()["VmRSS"]
-    return result
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "not met"
 
 
-def run_case(spec: dict) -> dict:
-    proc = subprocess.run(
-        [sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True, timeout=3600
-    )
-    if proc.returncode:
-        return {
-            "error": proc.stderr.strip().splitlines()[-1]
-            if proc.stderr.strip()
-            else f"exit {proc.returncode}"
-        }
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+def _size_verdicts(size: str, r: dict) -> list[str]:
+    """The three targets for one input size, from the speed, training and memory measurements."""
+    speed, train, mem = r["speed"], r["train"], r["memory"]
+    out = []
+    for arm, s in speed.items():
+        ratio = s["images_per_s_bf16"] / s["images_per_s_fp32"]
+        out.append(
+            f"- {size} px, {arm}: bf16 / fp32 images/s = {ratio:.2f} (target >= 3): {_verdict(ratio >= 3)}."
+        )
+    base, mlp = speed.get("base"), speed.get("mlp")
+    for arm in BLOCK_ARMS:
+        if arm not in speed or not base:
+            continue
+        s = speed[arm]
+        flop_ratio = s["flops_per_image"] / base["flops_per_image"]
+        time_ratio = base["images_per_s_fp32"] / s["images_per_s_fp32"]
+        out.append(
+            f"- {size} px, {arm}: time ratio boosted/base {time_ratio:.2f} vs FLOP ratio {flop_ratio:.2f} "
+            f"-> {time_ratio / flop_ratio:.2f}x (target <= 1.1): {_verdict(time_ratio <= 1.1 * flop_ratio)}."
+        )
+        if not mlp:
+            continue
+        fwd_flops = s["flops_per_image"] - mlp["flops_per_image"]
+        train_flops = (
+            train[f"{arm}/frozen"]["train_flops_per_image"] - train["mlp/frozen"]["train_flops_per_image"]
+        )
+        unfrozen_flops = (
+            train[f"{arm}/unfrozen"]["train_flops_per_image"] - train["mlp/frozen"]["train_flops_per_image"]
+        )
+        fwd_s = 1 / s["images_per_s_fp32"] - 1 / mlp["images_per_s_fp32"]
+        train_s = (train[f"{arm}/frozen"]["train_step_s"] - train["mlp/frozen"]["train_step_s"]) / BATCH[
+            int(size)
+        ]
+        by_time = f"{train_s / fwd_s:.2f}x" if fwd_s > 0 and train_s > 0 else "below the timing noise"
+        out.append(
+            f"- {size} px, {arm}: the frozen block costs {train_flops / fwd_flops:.2f}x its forward FLOPs in "
+            f"training (unfrozen: {unfrozen_flops / fwd_flops:.2f}x; by time: {by_time}) (target <= 2): "
+            f"{_verdict(train_flops <= 2 * fwd_flops)}."
+        )
+        fr, un = mem.get(f"{arm}/frozen", {}), mem.get(f"{arm}/unfrozen", {})
+        if fr and un:
+            block = train[f"{arm}/unfrozen"]["params_trainable"] - train[f"{arm}/frozen"]["params_trainable"]
+            out.append(
+                f"- {size} px, {arm}: unfreezing the block ({block / 1e6:.1f}M params) raises the training "
+                f"peak RSS from {fr['train_peak_rss_bytes'] / 2**20:.0f} to {un['train_peak_rss_bytes'] / 2**20:.0f} "
+                f"MiB (its gradients + AdamW state: {3 * 4 * block / 2**20:.0f} MiB expected in fp32)."
+            )
+    return out
 
 
 def table(results: dict, command: str) -> str:
@@ -154,67 +287,31 @@ def table(results: dict, command: str) -> str:
         "# P2 / P3: speed and memory of the booster",
         "",
         f"Produced by `{command}` (raw numbers: [p2p3_speed.json](p2p3_speed.json)); {platform.machine()}, "
-        f"{os.cpu_count()} CPUs, {results['meta']['cpu']}. Each cell is a fresh process; times are medians.",
+        f"{os.cpu_count()} CPUs, {results['meta']['cpu']}, torch {results['meta']['torch']}, "
+        f"{results['meta']['repeats']} timed rounds. Speeds of all arms of a size are timed in one process, "
+        "interleaved; memory is measured in a fresh process per arm. Times are medians.",
         "",
-        "| size | arm | GFLOPs/img | img/s fp32 | img/s bf16 | bf16/fp32 | train step frozen (s) | "
-        "peak RSS frozen (step extra) | train step unfrozen (s) | peak RSS unfrozen (step extra) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| size | arm | GFLOPs/img | img/s fp32 | img/s bf16 | bf16/fp32 | train GFLOPs/img frozen | "
+        "train step frozen (s) | peak RSS frozen (step extra) | train GFLOPs/img unfrozen | "
+        "train step unfrozen (s) | peak RSS unfrozen (step extra) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     verdicts = []
-    for size, arms in results["sizes"].items():
-        for arm, r in arms.items():
-            inf, fr, un = r.get("infer", {}), r.get("train_frozen", {}), r.get("train_unfrozen", {})
-            ratio = (
-                inf.get("images_per_s_bf16", 0) / inf["images_per_s_fp32"]
-                if inf.get("images_per_s_fp32")
-                else 0
-            )
+    for size, r in results["sizes"].items():
+        for arm, s in r["speed"].items():
+            fr, un = r["train"].get(f"{arm}/frozen", {}), r["train"].get(f"{arm}/unfrozen", {})
+            mfr, mun = r["memory"].get(f"{arm}/frozen", {}), r["memory"].get(f"{arm}/unfrozen", {})
             lines.append(
-                f"| {size} | {arm} | {inf.get('flops_per_image', 0) / 1e9:.3f} | {inf.get('images_per_s_fp32', 0):.1f} | "
-                f"{inf.get('images_per_s_bf16', 0):.1f} | {ratio:.2f} | {fr.get('train_step_s', float('nan')):.3f} | "
-                f"{_mem(fr)} | {un.get('train_step_s', float('nan')):.3f} | {_mem(un)} |"
-            )
-            verdicts.append(
-                f"- {size} px, {arm}: bf16 / fp32 images/s = {ratio:.2f} (target >= 3): "
-                f"{'met' if ratio >= 3 else 'not met'}."
-            )
-        base = arms.get("base", {}).get("infer", {})
-        mlp = arms.get("mlp", {})
-        for arm in ("smollm2", "llama7b_random"):
-            r = arms.get(arm, {})
-            inf = r.get("infer", {})
-            if not (base and inf and "flops_per_image" in inf):
-                continue
-            flop_ratio = inf["flops_per_image"] / base["flops_per_image"]
-            time_ratio = base["images_per_s_fp32"] / inf["images_per_s_fp32"]
-            verdicts.append(
-                f"- {size} px, {arm}: time ratio boosted/base {time_ratio:.2f} vs FLOP ratio {flop_ratio:.2f} "
-                f"-> {time_ratio / flop_ratio:.2f}x (target <= 1.1): {'met' if time_ratio <= 1.1 * flop_ratio else 'not met'}."
-            )
-            fr, un = r.get("train_frozen", {}), r.get("train_unfrozen", {})
-            if "train_peak_rss_bytes" in fr and "train_peak_rss_bytes" in un:
-                block_params = un["params_trainable"] - fr["params_trainable"]
-                verdicts.append(
-                    f"- {size} px, {arm}: unfreezing the block ({block_params / 1e6:.1f}M params) raises the "
-                    f"training peak RSS from {fr['train_peak_rss_bytes'] / 2**20:.0f} to "
-                    f"{un['train_peak_rss_bytes'] / 2**20:.0f} MiB (its gradients + AdamW state: "
-                    f"{3 * 4 * block_params / 2**20:.0f} MiB expected in fp32)."
+                f"| {size} | {arm} | {s['flops_per_image'] / 1e9:.3f} | {s['images_per_s_fp32']:.1f} | "
+                f"{s['images_per_s_bf16']:.1f} | {s['images_per_s_bf16'] / s['images_per_s_fp32']:.2f} | "
+                f"{fr['train_flops_per_image'] / 1e9:.3f} | {fr['train_step_s']:.3f} | {_fmt_mem(mfr)} | "
+                + (
+                    f"{un['train_flops_per_image'] / 1e9:.3f} | {un['train_step_s']:.3f} | {_fmt_mem(mun)} |"
+                    if un
+                    else "- | - | - |"
                 )
-            if mlp.get("infer") and mlp.get("train_frozen") and r.get("train_frozen"):
-                fwd = 1 / inf["images_per_s_fp32"] - 1 / mlp["infer"]["images_per_s_fp32"]
-                train = (r["train_frozen"]["train_step_s"] - mlp["train_frozen"]["train_step_s"]) / BATCH[
-                    int(size)
-                ]
-                if fwd > 0 and train > 0:
-                    verdicts.append(
-                        f"- {size} px, {arm}: frozen block in training costs {train / fwd:.2f}x its forward time "
-                        f"(target <= 2): {'met' if train / fwd <= 2 else 'not met'}."
-                    )
-                else:
-                    verdicts.append(
-                        f"- {size} px, {arm}: the block's cost is below the timing noise (forward {fwd * 1e3:.1f} ms, "
-                        f"training {train * 1e3:.1f} ms per image): not measurable in this run."
-                    )
+            )
+        verdicts += _size_verdicts(size, r)
     return "\n".join([*lines, "", "## Verdicts", "", *verdicts, ""])
 
 
@@ -224,44 +321,56 @@ def main() -> None:
     )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--sizes", type=int, nargs="+", default=[28, 224], choices=[28, 224])
-    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "rllm_zoo" / "bench")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(json.loads(args.worker))))
+        spec = json.loads(args.worker)
+        print(json.dumps(WORKERS[spec["task"]](spec)))
         return
+    import torch
+    from tqdm.auto import tqdm
+
     from rllm_zoo.training.config import atomic_write_text
 
     llama7b = str(_llama7b_config(args.cache_dir))
     results: dict = {
-        "meta": {"cpu": platform.processor() or platform.machine(), "repeats": args.repeats},
+        "meta": {
+            "cpu": _cpu(),
+            "repeats": args.repeats,
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+        },
         "sizes": {},
     }
-    for size in args.sizes:
-        for arm in args.arms:
-            for task in ("infer", "train_frozen", "train_unfrozen"):
-                if task == "train_unfrozen" and arm in ("base", "mlp"):
-                    continue
-                spec = dict(
-                    model=MODELS[size],
-                    size=size,
-                    batch=BATCH[size],
-                    repeats=args.repeats,
-                    llama7b=llama7b,
-                    arm_kwargs=ARMS[arm],
-                    task="infer" if task == "infer" else "train",
-                    unfrozen=task == "train_unfrozen",
-                )
-                print(f"p2p3: {size}px {arm} {task}", file=sys.stderr, flush=True)
-                results["sizes"].setdefault(str(size), {}).setdefault(arm, {})[task] = run_case(spec)
+    arms = list(ARMS)
+    plan = [("speed", None, False), ("train", None, False)]
+    plan += [("memory", arm, False) for arm in arms] + [("memory", arm, True) for arm in BLOCK_ARMS]
+    jobs = [(size, *p) for size in args.sizes for p in plan]
+    for size, task, arm, unfrozen in tqdm(jobs, desc="p2p3", unit="job"):
+        spec = dict(
+            task=task,
+            model=MODELS[size],
+            size=size,
+            batch=BATCH[size],
+            repeats=args.repeats,
+            llama7b=llama7b,
+            arms=arms,
+            arm=arm,
+            unfrozen=unfrozen,
+        )
+        r = results["sizes"].setdefault(str(size), {"speed": {}, "train": {}, "memory": {}})
+        if task == "memory":
+            r["memory"][f"{arm}/{'unfrozen' if unfrozen else 'frozen'}"] = run_case(spec)
+        else:
+            r[task] = run_case(spec)
     command = "python benchmarks/p2p3_speed.py"
     if args.sizes != [28, 224]:
         command += f" --sizes {' '.join(map(str, args.sizes))}"
     if args.repeats != 5:
         command += f" --repeats {args.repeats}"
-    atomic_write_text(args.out / "p2p3_speed.json", json.dumps(results, indent=2))
+    atomic_write_text(args.out / "p2p3_speed.json", json.dumps(results, indent=2) + "\n")
     atomic_write_text(args.out / "p2p3_speed.md", table(results, command))
     print((args.out / "p2p3_speed.md").read_text())
 
