@@ -39,6 +39,7 @@ LABELS = {
     "mlp": "+MLP control (adapters only, no LLM)",
     "r_llm_random": "+R-LLM, random-init block of the same architecture",
 }
+SHORT = {"baseline": "ViT", "r_llm": "R-LLM", "mlp": "MLP control", "r_llm_random": "R-LLM (random block)"}
 
 #: Per-dataset training recipe, sized for a 2-core CPU (see docs/results.md for the budget).
 PLANS: dict[str, dict[str, Any]] = {
@@ -161,6 +162,50 @@ def collect(results: Path) -> dict[str, dict[str, Any]]:
     return table
 
 
+#: The questions the arms answer: (arm, reference, what a difference would mean).
+COMPARISONS = [
+    ("r_llm", "baseline", "does the frozen LLM block help at all (the paper's claim)?"),
+    ("r_llm", "r_llm_random", "is it the pretrained weights, or any block of that shape?"),
+    ("r_llm", "mlp", "is it the block, or just the extra adapters?"),
+]
+
+
+def _welch_p(a: list[float], b: list[float]) -> float | None:
+    """Two-sided p-value of Welch's t-test (None with fewer than two runs on a side)."""
+    from scipy.stats import ttest_ind
+
+    if len(a) < 2 or len(b) < 2:
+        return None
+    return float(ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def _comparisons(arms: dict[str, dict[str, Any]]) -> list[str]:
+    """A table of differences of mean test scores between arms, with Welch's t-test."""
+    rows = []
+    for arm, ref, question in COMPARISONS:
+        if arm not in arms or ref not in arms:
+            continue
+        cells = []
+        for metric in ("acc", "auc"):
+            a = [r["test"][metric] for r in arms[arm]["runs"]]
+            b = [r["test"][metric] for r in arms[ref]["runs"]]
+            pvalue = _welch_p(a, b)
+            diff = 100 * (sum(a) / len(a) - sum(b) / len(b))
+            cells.append(f"{diff:+.2f} (p = {pvalue:.2f})" if pvalue is not None else f"{diff:+.2f}")
+        rows.append(f"| {SHORT[arm]} − {SHORT[ref]} | {cells[0]} | {cells[1]} | {question} |")
+    if not rows:
+        return []
+    return [
+        "",
+        "Measured differences of the mean test scores (percentage points; p: two-sided Welch t-test over "
+        "seeds, no correction for the three comparisons; with this few seeds only a large effect can show):",
+        "",
+        "| comparison | test ACC | test AUC | question |",
+        "|---|---|---|---|",
+        *rows,
+    ]
+
+
 def write_markdown(
     table: dict[str, dict[str, Any]], out: Path, command: str, results: Path, seeds: list[int] | None
 ) -> None:
@@ -225,15 +270,7 @@ def write_markdown(
                 f"{p['base'][0]:.2f} ACC / {p['base'][1]:.2f} AUC → +R-LLM {p['r_llm'][0]:.2f} ACC / "
                 f"{p['r_llm'][1]:.2f} AUC.",
             ]
-        if "baseline" in arms and "r_llm" in arms:
-            d_acc = arms["r_llm"]["test_acc_mean"] - arms["baseline"]["test_acc_mean"]
-            d_auc = arms["r_llm"]["test_auc_mean"] - arms["baseline"]["test_auc_mean"]
-            n_b, n_r = arms["baseline"]["n"], arms["r_llm"]["n"]
-            lines += [
-                "",
-                f"Measured: +R-LLM minus baseline = {100 * d_acc:+.2f} ACC points, {100 * d_auc:+.2f} AUC points "
-                f"(means over {n_r} and {n_b} seeds; compare with the ± columns before reading anything into it).",
-            ]
+        lines += _comparisons(arms)
         lines.append("")
     atomic_write_text(out, "\n".join(lines))
 

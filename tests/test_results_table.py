@@ -43,6 +43,7 @@ def test_results_table_smoke(medmnist_root, tmp_path):
     r = summary["r_llm"]
     assert f"{100 * r['test_acc_mean']:.2f} ± {100 * r['test_acc_std']:.2f}" in text and "IN PROGRESS" in text
     assert "54.25" in text and "checkpoint picked on the **test** split" in text
+    assert "| R-LLM − ViT |" in text and "(p = " in text  # differences with Welch's test
     # rerunning skips finished runs (their metrics are reused, not recomputed)
     before = (tmp_path / "runs/retinamnist/baseline/seed0/metrics.json").stat().st_mtime_ns
     subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True, timeout=900)
