@@ -15,8 +15,8 @@ import pytest
 import torch
 from hub_server import LocalHubServer
 
-from rllm_zoo.llm import hub_ranges, load_llm_block
-from rllm_zoo.llm.checkpoint import SAFE_INDEX
+from rllm_zoo.llm import http_ranges, hub_ranges, layer_cache, load_llm_block, safetensors_header
+from rllm_zoo.llm.checkpoint import SAFE_INDEX, CheckpointError
 from rllm_zoo.llm.hub_ranges import (
     HubFetchError,
     LayerCache,
@@ -34,7 +34,7 @@ LAYER = 3  # the last layer (-1) of the tiny model
 def _isolated_cache(tmp_path, monkeypatch):
     """A fresh rllm_zoo cache per test, and fast retries (the production waits are 1-8 s)."""
     monkeypatch.setenv("RLLM_ZOO_CACHE", str(tmp_path / "rllm_zoo_cache"))
-    monkeypatch.delenv(hub_ranges.REF_TTL_ENV, raising=False)
+    monkeypatch.delenv(layer_cache.REF_TTL_ENV, raising=False)
     monkeypatch.setattr(
         hub_ranges, "DEFAULT_RETRY", RetryPolicy(max_retries=2, base_wait=0.01, max_wait=0.02)
     )
@@ -49,7 +49,7 @@ def _push(
 
 
 def _headers(folder: Path) -> dict[str, hub_ranges.SafetensorsHeader]:
-    return {p.name: hub_ranges._read_local_header(p) for p in sorted(folder.glob("*.safetensors"))}
+    return {p.name: safetensors_header._read_local_header(p) for p in sorted(folder.glob("*.safetensors"))}
 
 
 def _layer_layout(folder: Path, layer: int) -> tuple[int, dict[str, int], dict[str, int]]:
@@ -305,7 +305,7 @@ def test_stale_branch_records_are_checked_again(local_hub, tiny_llm_dir, monkeyp
     folder = tiny_llm_dir("llama")
     repo_id, _ = _push(local_hub, folder)
     load_llm_block(repo_id, layer=0)
-    monkeypatch.setenv(hub_ranges.REF_TTL_ENV, "0")  # always ask the Hub which commit "main" is
+    monkeypatch.setenv(layer_cache.REF_TTL_ENV, "0")  # always ask the Hub which commit "main" is
     local_hub.reset_stats()
     load_llm_block(repo_id, layer=0)
     heads = local_hub.requests_matching("config.json", method="HEAD")
@@ -348,9 +348,9 @@ def test_parse_safetensors_header_checks_ranges():
     raw = json.dumps(entry).encode()
     header = parse_safetensors_header(raw, size=8 + len(raw) + 8)
     assert header.tensors["w"].start == 8 + len(raw) and header.metadata == {"format": "pt"}
-    with pytest.raises(hub_ranges.CheckpointError, match="outside the file"):
+    with pytest.raises(CheckpointError, match="outside the file"):
         parse_safetensors_header(raw, size=8 + len(raw) + 7)
-    with pytest.raises(hub_ranges.CheckpointError, match="not safetensors"):
+    with pytest.raises(CheckpointError, match="not safetensors"):
         parse_safetensors_header(b"\xff{")
 
 
@@ -378,21 +378,21 @@ def test_progress_bar_follows_the_tty_and_huggingface_hub_switch(monkeypatch):
     # HF_HUB_DISABLE_PROGRESS_BARS as read at import (the test must not depend on the caller's environment)
     monkeypatch.setattr(sys.modules["huggingface_hub.utils.tqdm"], "HF_HUB_DISABLE_PROGRESS_BARS", None)
     monkeypatch.setattr("sys.stderr", io.StringIO())
-    with hub_ranges._progress(10, "org/m layer") as bar:
+    with http_ranges._progress(10, "org/m layer") as bar:
         assert bar.disable  # not a terminal
     tty = Tty()
     monkeypatch.setattr("sys.stderr", tty)
-    with hub_ranges._progress(2048, "org/m layer") as bar:
+    with http_ranges._progress(2048, "org/m layer") as bar:
         assert not bar.disable
         bar.update(2048)
     assert "org/m layer" in tty.getvalue() and "2.00k/2.00k" in tty.getvalue()
     monkeypatch.setattr(sys.modules["huggingface_hub.utils.tqdm"], "HF_HUB_DISABLE_PROGRESS_BARS", True)
-    with hub_ranges._progress(10, "org/m layer") as bar:  # HF_HUB_DISABLE_PROGRESS_BARS=1
+    with http_ranges._progress(10, "org/m layer") as bar:  # HF_HUB_DISABLE_PROGRESS_BARS=1
         assert bar.disable
     monkeypatch.setattr(sys.modules["huggingface_hub.utils.tqdm"], "HF_HUB_DISABLE_PROGRESS_BARS", None)
     disable_progress_bars()  # huggingface_hub's programmatic switch
     try:
-        with hub_ranges._progress(10, "org/m layer") as bar:
+        with http_ranges._progress(10, "org/m layer") as bar:
             assert bar.disable
     finally:
         enable_progress_bars()

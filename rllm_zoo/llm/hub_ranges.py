@@ -49,7 +49,7 @@ from .http_ranges import (
     _progress,
     _RemoteFile,
 )
-from .layer_cache import _COMMIT_RE, REF_TTL_ENV, LayerCache, _EntryWriter, _LayerEntry
+from .layer_cache import _COMMIT_RE, LayerCache, _EntryWriter, _LayerEntry
 from .safetensors_header import (
     SafetensorsHeader,
     TensorSlice,
@@ -60,8 +60,6 @@ from .safetensors_header import (
 
 __all__ = [
     "DEFAULT_RETRY",
-    "REF_TTL_ENV",
-    "CheckpointError",
     "HubFetchError",
     "HubModel",
     "HubRangeCheckpoint",
@@ -71,8 +69,6 @@ __all__ = [
     "RetryPolicy",
     "SafetensorsHeader",
     "TensorSlice",
-    "_progress",
-    "_read_local_header",
     "coalesce_ranges",
     "open_hub_model",
     "parse_safetensors_header",
