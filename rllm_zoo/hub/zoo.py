@@ -130,7 +130,9 @@ def _member_sizes(model) -> dict[str, int]:
     sizes = {}
     with tempfile.TemporaryDirectory() as tmp:
         for mode in ("full", "delta"):
-            path = Path(tmp) / mode
+            # the repo's own file name: torch.save records it inside the archive, so it counts
+            path = Path(tmp, mode, "model.pt" if is_3d_model(model) else "model.safetensors")
+            path.parent.mkdir()
             if is_3d_model(model):
                 torch.save(weights_for(model, mode), path)
             else:
