@@ -3,7 +3,7 @@
     python benchmarks/zoo_table.py [--llm smollm2] [--out docs/zoo.md]
 
 Parameters are split into trainable (ViT + adapters) and frozen (the LLM block);
-GFLOPs are counted by ``torch.utils.flop_counter`` for one image at the model's
+GFLOPs are counted by ``torch.utils.flop_counter`` (with CPU attention: ``rllm_zoo.flops``) for one image at the model's
 default input size (a multiply-add counts as 2 FLOPs), with and without the booster.
 """
 
@@ -16,15 +16,15 @@ from pathlib import Path
 
 import timm
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 import rllm_zoo
+from rllm_zoo.flops import flop_counter
 from rllm_zoo.training.config import atomic_write_text
 
 
 def gflops(model: torch.nn.Module, size: tuple[int, ...]) -> float:
     x = torch.randn(1, *size)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    with torch.no_grad(), flop_counter() as counter:
         model(x)
     return counter.get_total_flops() / 1e9
 
@@ -65,7 +65,7 @@ def main() -> None:
         f"Produced by `python benchmarks/zoo_table.py --llm {args.llm}` (raw numbers: "
         f"[{args.out.with_suffix('.json').name}]({args.out.with_suffix('.json').name})); "
         f"torch {torch.__version__}, {platform.machine()}.",
-        "GFLOPs for one image at the default input size, counted by `torch.utils.flop_counter` "
+        "GFLOPs for one image at the default input size, counted by `torch.utils.flop_counter` with CPU attention included (`rllm_zoo.flops`) "
         "(multiply-add = 2 FLOPs); baseline = the same ViT with `booster=False`.",
         "",
         "| model | input | tokens | LLM block | trainable (M) | frozen (M) | baseline (M) | GFLOPs | baseline GFLOPs | pretrained tags |",
