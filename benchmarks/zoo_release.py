@@ -9,7 +9,7 @@ candidate's validation scores). Then the weights' size in full and in delta mode
 ``rllm-zoo publish`` will push, are written to ``docs/pretrained.md`` (and ``zoo/sizes.json``).
 The checkpoints come from ``runs/table`` (kept by the results table on the machine that ran it).
 Where a selected run's checkpoint is missing (a fresh machine: only the metrics are committed),
-the run is trained again with the table's own recipe and seed, and released only if its
+the run is trained again from its committed ``config.yaml``, and released only if its
 validation and test metrics equal the committed ones (training is deterministic on a CPU).
 """
 
@@ -115,7 +115,7 @@ def main() -> None:
     parser.add_argument("--zoo", type=Path, default=Path("zoo"))
     parser.add_argument("--out", type=Path, default=Path("docs/pretrained.md"))
     parser.add_argument(
-        "--data-root", default="../shared/medmnist", help="for runs that must be trained again"
+        "--data-root", default=None, help="for runs trained again (default: the one in their config)"
     )
     parser.add_argument("--sizes-only", action="store_true", help="do not re-release; report sizes of zoo/")
     args = parser.parse_args()
