@@ -108,7 +108,7 @@ def _build(spec: dict, arm: str, unfrozen: bool = False):
 
 
 def _trainer(model):
-    """A training step (forward, backward, AdamW) for ``model``, and its backward-only part."""
+    """``(forward_backward, step)`` for ``model``: gradients only, and a full AdamW step."""
     import torch
 
     model.train()

@@ -81,69 +81,39 @@ PAPER = {
 }
 
 
-#: What each run leaves in the committed results (checkpoints stay in the runs folder).
-RESULT_FILES = ("metrics.json", "log.jsonl", "config.yaml", "curves.png", "roc.png")
-
-
 def run_dir(root: Path, flag: str, config: str, seed: int) -> Path:
     return root / flag / config / f"seed{seed}"
-
-
-def train_run(
-    flag: str,
-    name: str,
-    seed: int,
-    runs: Path,
-    data_root: str,
-    *,
-    epochs: int | None = None,
-    model_kwargs: dict[str, Any] | None = None,
-    progress: bool = False,
-) -> Path:
-    """Train (or resume) one run of the table in ``<runs>/<flag>/<name>/seed<k>``; return that folder."""
-    booster, llm = next((b, llm) for n, b, llm in CONFIGS if n == name)
-    plan = {**PLANS[flag], **({"epochs": epochs} if epochs else {})}
-    plan.pop("seeds")
-    out = run_dir(runs, flag, name, seed)
-    cfg = TrainConfig(
-        flag=flag,
-        data_root=data_root,
-        booster=booster,
-        llm=llm,
-        seed=seed,
-        out=str(out),
-        progress=progress,
-        model_kwargs=model_kwargs or {},
-        **plan,
-    )
-    fit(cfg, resume=True)
-    return out
 
 
 def run_all(args: argparse.Namespace) -> None:
     # seed-major order: a partial table already has every arm for the first seeds
     jobs = [
-        (flag, name, seed)
+        (flag, name, booster, llm, seed)
         for flag in args.only
         for seed in (args.seeds or PLANS[flag]["seeds"])
-        for name, _, _ in CONFIGS
+        for name, booster, llm in CONFIGS
     ]
-    for flag, name, seed in tqdm(jobs, desc="runs"):
+    for flag, name, booster, llm, seed in tqdm(jobs, desc="runs"):
+        plan = {**PLANS[flag], **({"epochs": args.epochs} if args.epochs else {})}
+        plan.pop("seeds")
+        out = run_dir(args.runs, flag, name, seed)
         dest = run_dir(args.results, flag, name, seed)
         if (dest / "metrics.json").is_file():
             continue  # finished (possibly in an earlier session): its committed results stand
-        out = train_run(
-            flag,
-            name,
-            seed,
-            args.runs,
-            args.data_root,
-            epochs=args.epochs,
-            model_kwargs=args.model_kwargs,
+        cfg = TrainConfig(
+            flag=flag,
+            data_root=args.data_root,
+            booster=booster,
+            llm=llm,
+            seed=seed,
+            out=str(out),
             progress=args.progress,
+            model_kwargs=args.model_kwargs,
+            **plan,
         )
+        fit(cfg, resume=True)
         dest.mkdir(parents=True, exist_ok=True)
-        for fname in RESULT_FILES:
+        for fname in ("metrics.json", "log.jsonl", "config.yaml", "curves.png", "roc.png"):
             if (out / fname).is_file():
                 shutil.copy2(out / fname, dest / fname)
 
