@@ -1,9 +1,11 @@
 """``rllm-zoo`` (and ``python -m rllm_zoo``): train, evaluate, package and list.
 
 rllm-zoo train --flag retinamnist --data-root ../shared/medmnist --epochs 10 --out runs/retina
+rllm-zoo train --data my_images/ --out runs/mine          # class sub-folders, a CSV or a datalist JSON
 rllm-zoo train --config configs/retina.yaml --booster mlp --seeds 0,1,2
 torchrun --nproc_per_node 2 -m rllm_zoo train --flag retinamnist ...
 rllm-zoo eval runs/retina --split test
+rllm-zoo predict runs/retina scans/ --out predictions.csv [--cam cams/]
 rllm-zoo package runs/retina
 rllm-zoo push runs/retina --repo-id me/retina-r-llm [--weights delta]
 rllm-zoo pull me/retina-r-llm [--revision v1]
@@ -54,7 +56,37 @@ def _train(args: argparse.Namespace) -> int:
             result["package"] = str(package_run(cfg.out))
     if show:
         print(json.dumps(show, indent=2))
+        _where(cfg.out, bool(args.seeds))
     return 0
+
+
+def _where(out: str, seeds: bool) -> None:
+    """Tell where a finished training wrote its files."""
+    from pathlib import Path
+
+    root = Path(out)
+    lines = [f"written to {root}/:"]
+    if seeds:
+        lines.append("  summary.json (mean and std over seeds), seed<k>/ (one run folder per seed)")
+    else:
+        names = [
+            ("metrics.json", "val-selected checkpoint's val and test metrics"),
+            ("best.pt", "selected checkpoint (trainable weights)"),
+            ("last.pt", "last epoch, for --resume"),
+            ("log.jsonl", "one line per epoch"),
+            ("curves.png", "loss and validation metrics per epoch"),
+            ("roc.png", "test ROC curves"),
+            ("test_predictions.npz", "test scores and labels"),
+            ("config.yaml", "the resolved config"),
+            ("preprocessing.json", "how inputs are read and scaled (used by eval, predict, package)"),
+            ("dataset.json", "classes and task"),
+            ("splits.csv", "files, labels and splits"),
+            ("datalist.json", "volumes, labels and splits"),
+            ("package", "publishable model (rllm-zoo push)"),
+        ]
+        lines += [f"  {name:<22} {what}" for name, what in names if (root / name).exists()]
+        lines.append(f"next: rllm-zoo predict {root} FILES... --out predictions.csv")
+    print("\n".join(lines), file=sys.stderr)
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -134,6 +166,16 @@ def _publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict(args: argparse.Namespace) -> int:
+    from .predict import predict
+
+    summary = predict(
+        args.model, args.inputs, out=args.out, split=args.split, cam=args.cam, batch_size=args.batch_size
+    )
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def _cam(args: argparse.Namespace) -> int:
     from .training.explain import cam_for_run
 
@@ -161,7 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rllm-zoo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="train and evaluate on MedMNIST (val selects, test once)")
+    train = sub.add_parser(
+        "train",
+        help="train and evaluate on MedMNIST (--flag) or your own data (--data): val selects, test once",
+    )
     _add_train_args(train)
     train.set_defaults(func=_train)
     ev = sub.add_parser("eval", help="evaluate a run's checkpoint on a split")
@@ -169,6 +214,20 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default="test", choices=["train", "val", "test"])
     ev.add_argument("--checkpoint", default="best", choices=["best", "last"])
     ev.set_defaults(func=_eval)
+    pr = sub.add_parser("predict", help="class probabilities for your image / volume files, as a CSV")
+    pr.add_argument("model", help="a run folder, a packaged folder or bundle, hf-hub:<repo> or org/name")
+    pr.add_argument(
+        "inputs", nargs="+", help="files, folders of them, or a CSV (path[,label][,split]) / datalist"
+    )
+    pr.add_argument("--out", default="predictions.csv", help="CSV to write (default: predictions.csv)")
+    pr.add_argument(
+        "--split", default=None, choices=["train", "val", "test"], help="only this split of a CSV / datalist"
+    )
+    pr.add_argument(
+        "--cam", default=None, metavar="DIR", help="also write a Grad-CAM overlay PNG per input into DIR"
+    )
+    pr.add_argument("--batch-size", type=int, default=256)
+    pr.set_defaults(func=_predict)
     pk = sub.add_parser("package", help="write a timm / Hugging Face folder for a 2D run")
     pk.add_argument("run")
     pk.add_argument("--out", default=None)

@@ -73,7 +73,7 @@ def test_cli_train_eval_package(medmnist_root, tiny_llm, tmp_path, capsys):
     again = json.loads(capsys.readouterr().out)
     assert again["auc"] == pytest.approx(metrics["test"]["auc"]) and again["acc"] == metrics["test"]["acc"]
     # the package is a timm local-dir model with the trained weights
-    model = timm.create_model(f"local-dir:{out / 'package'}", pretrained=True).eval()
+    model = timm.create_model(f"local-dir:{out / 'package'}", pretrained=True, llm=tiny_llm).eval()
     scores = np.load(out / "test_predictions.npz")["scores"]
     ds = build_dataset("dermamnist", "test", root=medmnist_root)
     with torch.no_grad():
@@ -269,7 +269,14 @@ def test_3d_training_and_cam_through_the_cli(medmnist_root, tiny_llm, tmp_path):
     assert main(["cam", str(out), "--indices", "0,3"]) == 0
     assert (out / "cam_test.png").stat().st_size > 1000
     with pytest.raises(ValueError, match=r"3D dataset: model must be one of the rllm_zoo\.monai presets"):
-        fit(TrainConfig(flag="nodulemnist3d", data_root=str(medmnist_root), out=str(tmp_path / "x")))
+        fit(
+            TrainConfig(
+                flag="nodulemnist3d",
+                data_root=str(medmnist_root),
+                model="rllm_vit_tiny_patch4_28",
+                out=str(tmp_path / "x"),
+            )
+        )
 
 
 def test_cli_list_and_bad_run_folder(tmp_path, capsys):

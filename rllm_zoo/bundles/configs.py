@@ -1,4 +1,7 @@
-"""The MONAI bundle configs (train, multi-GPU train, evaluate, inference) for one 3D MedMNIST set.
+"""The MONAI bundle configs (train, multi-GPU train, evaluate, inference) for a 3D data set.
+
+The data set is a 3D MedMNIST flag or the user's own volumes (a datalist); the preprocessing is the
+run's :class:`~rllm_zoo.data.Preprocessing`, written as the same MONAI transforms training ran.
 
 Each function returns a JSON-ready dict; :func:`rllm_zoo.bundles.write_bundle` writes them under ``configs/``.
 Every value a user may want to change is a top-level key, overridable on the command line
@@ -7,35 +10,50 @@ Every value a user may want to change is a top-level key, overridable on the com
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
+
+from ..data import Preprocessing
 
 #: the network every generated bundle trains (CPU-friendly; the paper's sizes are other presets)
 NETWORK = "rllm_vit3d_small"
-IMAGE_SIZE = [28, 28, 28]
 FROM_PRED_LABEL = "$monai.handlers.from_engine(['pred', 'label'])"
 
 
-def common(flag: str, num_classes: int) -> dict[str, Any]:
+@dataclass(frozen=True)
+class DataSpec:
+    """What the configs need to know of the data: MedMNIST ``flag`` (or ``None``), classes, preprocessing."""
+
+    flag: str | None
+    class_names: tuple[str, ...]
+    preprocessing: Preprocessing
+
+
+def common(spec: DataSpec) -> dict[str, Any]:
     """Keys shared by every config: paths, data set, device and the network."""
+    prep = spec.preprocessing
     return {
         "imports": [
             "$import os",
             "$import torch",
             "$import ignite",
-            "$import medmnist",
             "$import rllm_zoo",
+            "$import rllm_zoo.bundles",
             "$import rllm_zoo.monai",
         ],
         "bundle_root": ".",
         "ckpt_dir": "$@bundle_root + '/models'",
         "ckpt_path": "$@ckpt_dir + '/model.pt'",
         "output_dir": "$@bundle_root + '/eval'",
-        "dataset_dir": "$os.path.expanduser('~/.medmnist')",
+        "dataset_dir": "$os.path.expanduser('~/.medmnist')" if spec.flag else ".",
+        "datalist": "" if spec.flag else "$@dataset_dir + '/datalist.json'",
+        "input_dir": "",
         "download": False,
-        "data_flag": flag,
-        "num_classes": num_classes,
-        "in_channels": 1,
-        "image_size": IMAGE_SIZE,
+        "data_flag": spec.flag,
+        "class_names": list(spec.class_names),
+        "num_classes": len(spec.class_names),
+        "in_channels": prep.channels,
+        "image_size": list(prep.size),
         "batch_size": 32,
         "num_workers": 0,
         "seed": 0,
@@ -61,38 +79,17 @@ def common(flag: str, num_classes: int) -> dict[str, Any]:
     }
 
 
-def _medmnist(python_class: str, split: str) -> dict[str, Any]:
-    """The medmnist dataset class itself, reading ``<dataset_dir>/<flag>.npz``."""
-    return {
-        "_target_": f"medmnist.{python_class}",
-        "split": split,
-        "root": "@dataset_dir",
-        "download": "@download",
-    }
+def _records(split: str, limit_ref: str, files: bool = False) -> str:
+    """The records expression (:func:`rllm_zoo.bundles.bundle_records`); ``files``: honour ``input_dir``."""
+    return (
+        f"$rllm_zoo.bundles.bundle_records(@data_flag, @dataset_dir, {split}, datalist=@datalist, "
+        f"input_dir={'@input_dir' if files else repr('')}, class_names=@class_names, download=@download, "
+        f"limit={limit_ref})"
+    )
 
 
-def _scale() -> dict[str, Any]:
-    return {
-        "_target_": "ScaleIntensityRanged",
-        "keys": "image",
-        "a_min": 0,
-        "a_max": 255,
-        "b_min": 0.0,
-        "b_max": 1.0,
-        "clip": True,
-    }
-
-
-def _to_tensor() -> dict[str, Any]:
-    return {"_target_": "EnsureTyped", "keys": "image", "dtype": "$torch.float32", "track_meta": False}
-
-
-def _eval_preprocessing() -> dict[str, Any]:
-    return {"_target_": "Compose", "transforms": [_scale(), _to_tensor()]}
-
-
-def _records(medmnist_ref: str, limit_ref: str) -> str:
-    return f"$rllm_zoo.monai.medmnist_records({medmnist_ref}, limit={limit_ref})"
+def _preprocessing(prep: Preprocessing, extra: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {"_target_": "Compose", "transforms": [*prep.monai_transforms(), *(extra or [])]}
 
 
 def _scored_postprocessing() -> dict[str, Any]:
@@ -121,9 +118,9 @@ def _acc() -> dict[str, Any]:
     }
 
 
-def train(flag: str, python_class: str, num_classes: int) -> dict[str, Any]:
+def train(spec: DataSpec) -> dict[str, Any]:
     """train.json: SupervisedTrainer on the train split, model selection on the val split's AUC."""
-    cfg = common(flag, num_classes)
+    cfg = common(spec)
     cfg.update(
         {
             "epochs": 5,
@@ -140,11 +137,9 @@ def train(flag: str, python_class: str, num_classes: int) -> dict[str, Any]:
                 "weight_decay": "@weight_decay",
             },
             "train": {
-                "medmnist": _medmnist(python_class, "train"),
-                "preprocessing": {
-                    "_target_": "Compose",
-                    "transforms": [
-                        _scale(),
+                "preprocessing": _preprocessing(
+                    spec.preprocessing,
+                    [
                         {"_target_": "RandFlipd", "keys": "image", "prob": 0.5, "spatial_axis": 0},
                         {"_target_": "RandFlipd", "keys": "image", "prob": 0.5, "spatial_axis": 1},
                         {"_target_": "RandFlipd", "keys": "image", "prob": 0.5, "spatial_axis": 2},
@@ -157,12 +152,11 @@ def train(flag: str, python_class: str, num_classes: int) -> dict[str, Any]:
                             "mode": "bilinear",
                             "padding_mode": "zeros",
                         },
-                        _to_tensor(),
                     ],
-                },
+                ),
                 "dataset": {
                     "_target_": "Dataset",
-                    "data": _records("@train#medmnist", "@train_limit"),
+                    "data": _records("'train'", "@train_limit"),
                     "transform": "@train#preprocessing",
                 },
                 "dataloader": {
@@ -204,11 +198,10 @@ def train(flag: str, python_class: str, num_classes: int) -> dict[str, Any]:
                 },
             },
             "validate": {
-                "medmnist": _medmnist(python_class, "val"),
-                "preprocessing": _eval_preprocessing(),
+                "preprocessing": _preprocessing(spec.preprocessing),
                 "dataset": {
                     "_target_": "Dataset",
-                    "data": _records("@validate#medmnist", "@val_limit"),
+                    "data": _records("'val'", "@val_limit"),
                     "transform": "@validate#preprocessing",
                 },
                 "dataloader": {
@@ -291,16 +284,15 @@ def multi_gpu_train() -> dict[str, Any]:
     }
 
 
-def _test_set(cfg: dict[str, Any], python_class: str) -> None:
+def _test_set(cfg: dict[str, Any], spec: DataSpec, files: bool) -> None:
     cfg.update(
         {
             "split": "test",
             "limit": 0,
-            "medmnist": _medmnist(python_class, "@split"),
-            "preprocessing": _eval_preprocessing(),
+            "preprocessing": _preprocessing(spec.preprocessing),
             "dataset": {
                 "_target_": "Dataset",
-                "data": _records("@medmnist", "@limit"),
+                "data": _records("@split", "@limit", files=files),
                 "transform": "@preprocessing",
             },
             "dataloader": {
@@ -340,10 +332,10 @@ def _evaluator(metrics: bool) -> dict[str, Any]:
     return ev
 
 
-def evaluate(flag: str, python_class: str, num_classes: int) -> dict[str, Any]:
+def evaluate(spec: DataSpec) -> dict[str, Any]:
     """evaluate.json: test-split AUC and accuracy of models/model.pt, written to eval/metrics.json."""
-    cfg = common(flag, num_classes)
-    _test_set(cfg, python_class)
+    cfg = common(spec)
+    _test_set(cfg, spec, files=False)
     cfg.update(
         {
             "postprocessing": _scored_postprocessing(),
@@ -373,10 +365,11 @@ def evaluate(flag: str, python_class: str, num_classes: int) -> dict[str, Any]:
     return cfg
 
 
-def inference(flag: str, python_class: str, num_classes: int) -> dict[str, Any]:
-    """inference.json: class probabilities of every test volume, written to eval/predictions.csv."""
-    cfg = common(flag, num_classes)
-    _test_set(cfg, python_class)
+def inference(spec: DataSpec) -> dict[str, Any]:
+    """inference.json: class probabilities of every test volume (or of every volume file under
+    ``--input_dir``), written to eval/predictions.csv."""
+    cfg = common(spec)
+    _test_set(cfg, spec, files=True)
     cfg.update(
         {
             "postprocessing": {

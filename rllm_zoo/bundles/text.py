@@ -113,7 +113,8 @@ Options (top-level config keys, overridable on the command line):
 
 {n["train"]} / {n["val"]} / {n["test"]} train / val / test volumes of 28x28x28, read with
 `medmnist.{cls}(split=..., root=dataset_dir, download=download)` and turned into MONAI records
-by `rllm_zoo.monai.medmnist_records`. Intensities are scaled from [0, 255] to [0, 1]; training
+by `rllm_zoo.monai.medmnist_records`. Intensities are scaled from [0, 255] to [-1, 1], as
+`rllm-zoo train` does (the same MONAI transforms, from the run's `preprocessing.json`); training
 adds random flips along the three axes and a random affine (rotation up to 15 degrees,
 scaling up to 10%). MedMNIST is licensed CC BY 4.0.
 
@@ -130,6 +131,9 @@ python -m monai.bundle run --config_file configs/evaluate.json --dataset_dir /pa
 
 # inference on the test split: writes eval/predictions.csv (id, one probability per class)
 python -m monai.bundle run --config_file configs/inference.json --dataset_dir /path/to/medmnist
+
+# inference on your own volume files (NIfTI, NRRD, MetaImage, NumPy), read with MONAI's LoadImage
+python -m monai.bundle run --config_file configs/inference.json --input_dir /path/to/volumes
 
 # multi-GPU training (torchrun, DDP, DistributedSampler)
 torchrun --standalone --nnodes=1 --nproc_per_node=2 -m monai.bundle run \\
@@ -176,4 +180,40 @@ training run is recorded there. {paper_line}
 ## License
 
 Bundle code and configs: Apache-2.0 (see LICENSE). Data: CC BY 4.0. SmolLM2 weights: Apache-2.0.
+"""
+
+
+def readme_own(name: str, class_names: list[str], description: str) -> str:
+    """docs/README.md for a bundle trained on the user's own volumes (a datalist)."""
+    classes = ", ".join(f"{i} = {c}" for i, c in enumerate(class_names))
+    return f"""\
+# R-LLM ViT3D for {name}
+
+A MONAI bundle of a 3D vision transformer boosted by one frozen layer of a language model (R-LLM:
+Lai et al., CVPR Workshops 2024, arXiv:2403.17343), trained with `rllm-zoo train --data` on the
+volumes of {name} (classes: {classes}). {description}
+
+## Data and preprocessing
+
+The configs read a MONAI datalist (`{{"training": [{{"image": "a.nii.gz", "label": "..."}}], "validation":
+[...], "test": [...]}}`, paths relative to the JSON) given as `--datalist`, or, for inference, every
+volume under `--input_dir`. Volumes are read with MONAI's `LoadImage`, reoriented, resized and scaled
+exactly as in training (the `preprocessing` of each config, from the run's `preprocessing.json`).
+
+## Commands
+
+Run from this folder (the bundle root):
+
+```bash
+python -m monai.bundle run --config_file configs/evaluate.json --datalist /path/to/datalist.json
+python -m monai.bundle run --config_file configs/inference.json --input_dir /path/to/volumes
+python -m monai.bundle run --config_file configs/train.json --datalist /path/to/datalist.json
+```
+
+`evaluate.json` writes eval/metrics.json (test AUC and accuracy), `inference.json` writes
+eval/predictions.csv (one probability per class).
+
+## License
+
+Bundle code and configs: Apache-2.0 (see LICENSE). The data's own terms apply to the data.
 """

@@ -17,9 +17,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..data import FLAGS_3D
+from ..data import FLAGS_3D, DatasetInfo, Preprocessing, dataset_info, medmnist_preprocessing
 from . import configs
-from .text import LICENSE, LOGGING_CONF, readme
+from .text import LICENSE, LOGGING_CONF, readme, readme_own
 
 FLAGS = FLAGS_3D  # every 3D MedMNIST flag
 SCHEMA_URL = (
@@ -68,8 +68,58 @@ def _class_list(labels: dict[str, str]) -> str:
     return ", ".join(f"{k}: {v}" for k, v in sorted(labels.items(), key=lambda kv: int(kv[0])))
 
 
-def metadata(flag: str) -> dict[str, Any]:
-    """configs/metadata.json (MONAI bundle schema 20240725)."""
+def _spec(
+    flag: str | None, dataset: DatasetInfo | None, preprocessing: Preprocessing | None
+) -> configs.DataSpec:
+    if dataset is None:
+        if flag is None:
+            raise ValueError("a bundle needs a 3D MedMNIST flag or the DatasetInfo of your own data")
+        flag_info(flag)
+        dataset = dataset_info(flag)
+    elif dataset.flag is not None:
+        flag_info(dataset.flag)
+    if not dataset.is_3d:
+        raise ValueError(f"{dataset.title} is 2D; MONAI bundles are written for 3D data")
+    prep = preprocessing or medmnist_preprocessing(dataset.flag)
+    return configs.DataSpec(dataset.flag, tuple(dataset.class_names), prep)
+
+
+def _intensity_text(prep: Preprocessing) -> str:
+    lo, hi = (0 - prep.mean[0]) / prep.std[0], (1 - prep.mean[0]) / prep.std[0]
+    src = (
+        "each volume's own min and max"
+        if prep.intensity is None
+        else f"[{prep.intensity[0]:g}, {prep.intensity[1]:g}] (clipped)"
+    )
+    return f"intensities mapped from {src} to [{lo:g}, {hi:g}]"
+
+
+#: metadata.json key holding the run's preprocessing record (read back by ``rllm-zoo predict``)
+PREPROCESSING_KEY = "rllm_zoo_preprocessing"
+
+
+def metadata(
+    flag: str | None = None,
+    *,
+    dataset: DatasetInfo | None = None,
+    preprocessing: Preprocessing | None = None,
+) -> dict[str, Any]:
+    """configs/metadata.json (MONAI bundle schema 20240725), for a 3D MedMNIST flag or own data.
+
+    Besides the schema's keys it records the preprocessing under :data:`PREPROCESSING_KEY`.
+    """
+    spec = _spec(flag, dataset, preprocessing)
+    meta = (
+        _own_metadata(spec, dataset.title if dataset else "own data")
+        if spec.flag is None
+        else _medmnist_metadata(spec)
+    )
+    meta[PREPROCESSING_KEY] = spec.preprocessing.to_dict()
+    return meta
+
+
+def _medmnist_metadata(spec: configs.DataSpec) -> dict[str, Any]:
+    flag = spec.flag
     info = flag_info(flag)
     labels = info["label"]
     num_classes = len(labels)
@@ -111,7 +161,10 @@ def metadata(flag: str) -> dict[str, Any]:
             f"read with medmnist.{info['python_class']}(split=..., root=dataset_dir)"
         ),
         "data_type": "numpy (MedMNIST .npz)",
-        "image_classes": (f"single channel 28x28x28 {MODALITY[flag]} volume, uint8 scaled to [0, 1] float32"),
+        "image_classes": (
+            f"single channel {'x'.join(map(str, spec.preprocessing.size))} {MODALITY[flag]} volume, uint8; "
+            f"{_intensity_text(spec.preprocessing)}"
+        ),
         "label_classes": _class_list(labels),
         "pred_classes": f"{num_classes} logits, softmax probabilities after post-processing ({_class_list(labels)})",
         "eval_metrics": {},
@@ -132,9 +185,9 @@ def metadata(flag: str) -> dict[str, Any]:
                     "format": "magnitude",
                     "modality": MODALITY[flag],
                     "num_channels": 1,
-                    "spatial_shape": list(configs.IMAGE_SIZE),
+                    "spatial_shape": list(spec.preprocessing.size),
                     "dtype": "float32",
-                    "value_range": [0, 1],
+                    "value_range": _value_range(spec.preprocessing),
                     "is_patch_data": False,
                     "channel_def": {"0": "image"},
                 }
@@ -147,22 +200,99 @@ def metadata(flag: str) -> dict[str, Any]:
     }
 
 
-def bundle_files(flag: str) -> dict[str, str]:
-    """Relative path -> text of every file of the bundle for ``flag``."""
-    info = flag_info(flag)
-    cls, k = info["python_class"], len(info["label"])
+def _value_range(prep: Preprocessing) -> list[float]:
+    return [(0 - prep.mean[0]) / prep.std[0], (1 - prep.mean[0]) / prep.std[0]]
+
+
+def _own_metadata(spec: configs.DataSpec, name: str) -> dict[str, Any]:
+    prep = spec.preprocessing
+    k = len(spec.class_names)
+    channel_def = {str(i): c for i, c in enumerate(spec.class_names)}
+    tensor_out = {
+        "format": "classes",
+        "num_channels": k,
+        "spatial_shape": [k],
+        "dtype": "float32",
+        "is_patch_data": False,
+        "channel_def": channel_def,
+    }
+    size = "x".join(map(str, prep.size))
+    return {
+        "schema": SCHEMA_URL,
+        "version": BUNDLE_VERSION,
+        "changelog": {BUNDLE_VERSION: f"first version: R-LLM boosted ViT3D trained on {name}"},
+        "monai_version": VERSIONS["monai"],
+        "pytorch_version": VERSIONS["pytorch"],
+        "numpy_version": VERSIONS["numpy"],
+        "required_packages_version": dict(REQUIRED_PACKAGES),
+        "supported_apps": {},
+        "name": f"R-LLM ViT3D {name}",
+        "task": f"{'binary' if k == 2 else 'multi-class'} classification of {size} volumes",
+        "description": (
+            f"A 3D vision transformer boosted by one frozen transformer layer of a language model placed "
+            f"after the last encoder block (R-LLM, Lai et al. 2024), trained with rllm-zoo on {name}."
+        ),
+        "authors": "rllm_zoo developers",
+        "copyright": "Copyright (c) 2026 rllm_zoo developers",
+        "data_source": f"the user's own volumes ({name}), listed in a MONAI datalist (--datalist)",
+        "data_type": "volumes read with MONAI LoadImage (NIfTI, NRRD, MetaImage, NumPy)",
+        "image_classes": f"{prep.channels} channel {size} volume after resizing; {_intensity_text(prep)}",
+        "label_classes": ", ".join(f"{i}: {c}" for i, c in enumerate(spec.class_names)),
+        "pred_classes": f"{k} logits, softmax probabilities after post-processing",
+        "eval_metrics": {},
+        "intended_use": "Research on LLM boosters for medical image classification; not for clinical use.",
+        "references": list(REFERENCES[:1] + REFERENCES[2:]),
+        "license": "Apache-2.0 (bundle code and configs); the data's own terms apply to the data",
+        "network_data_format": {
+            "inputs": {
+                "image": {
+                    "type": "image",
+                    "format": "magnitude",
+                    "modality": "unknown",
+                    "num_channels": prep.channels,
+                    "spatial_shape": list(prep.size),
+                    "dtype": "float32",
+                    "value_range": _value_range(prep),
+                    "is_patch_data": False,
+                    "channel_def": {str(i): f"channel {i}" for i in range(prep.channels)},
+                }
+            },
+            "outputs": {"pred": {"type": "logits", "value_range": [], **tensor_out}},
+            "post_processed_outputs": {
+                "pred": {"type": "probabilities", "value_range": [0, 1], **tensor_out}
+            },
+        },
+    }
+
+
+def bundle_files(
+    flag: str | None = None,
+    *,
+    dataset: DatasetInfo | None = None,
+    preprocessing: Preprocessing | None = None,
+) -> dict[str, str]:
+    """Relative path -> text of every file of the bundle for ``flag`` (or own ``dataset``), with the
+    configs' preprocessing from ``preprocessing`` (default: the MedMNIST flag's)."""
+    spec = _spec(flag, dataset, preprocessing)
 
     def dump(obj: Any) -> str:
         return json.dumps(obj, indent=4, ensure_ascii=False) + "\n"
 
+    meta = metadata(spec.flag, dataset=dataset, preprocessing=spec.preprocessing)
+    if spec.flag is None:
+        doc = readme_own(
+            meta["name"].removeprefix("R-LLM ViT3D "), list(spec.class_names), meta["image_classes"]
+        )
+    else:
+        doc = readme(spec.flag, flag_info(spec.flag))
     return {
-        "configs/metadata.json": dump(metadata(flag)),
-        "configs/train.json": dump(configs.train(flag, cls, k)),
+        "configs/metadata.json": dump(meta),
+        "configs/train.json": dump(configs.train(spec)),
         "configs/multi_gpu_train.json": dump(configs.multi_gpu_train()),
-        "configs/evaluate.json": dump(configs.evaluate(flag, cls, k)),
-        "configs/inference.json": dump(configs.inference(flag, cls, k)),
+        "configs/evaluate.json": dump(configs.evaluate(spec)),
+        "configs/inference.json": dump(configs.inference(spec)),
         "configs/logging.conf": LOGGING_CONF,
-        "docs/README.md": readme(flag, info),
+        "docs/README.md": doc,
         "LICENSE": LICENSE,
     }
 

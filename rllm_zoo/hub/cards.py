@@ -20,6 +20,7 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from torch import nn
 
+from ..llm.sources import LLM_PATH_ENV
 from .weights import llm_reference
 
 __all__ = ["CARD_TEMPLATE", "MEDMNIST_DATASET", "render_model_card", "template_path"]
@@ -53,6 +54,11 @@ def _pct(x: float | None) -> str:
 
 def _count(n: int) -> str:
     return f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n:,}"
+
+
+def _local_kind(name: str) -> str:
+    """``"GGUF file"`` or ``"model folder"``: what a local LLM source of that base name is."""
+    return "GGUF file" if name.endswith(".gguf") else "model folder"
 
 
 def _dataset(flag: str | None) -> tuple[str, list[str], int | None, bool]:
@@ -113,13 +119,14 @@ def render_model_card(
     if ref and ref.get("source"):
         base_model = ref.get("hub_id")
         label = ref["source"]
+        file_name = ref["source"].removeprefix("random:")
         if ref.get("random_init"):
-            label = (
-                f"a randomly initialised layer with the architecture of `{ref['source'].partition(':')[2]}`"
-            )
+            label = f"a randomly initialised layer with the architecture of `{file_name}`"
         elif base_model:
             label = f"[{base_model}](https://huggingface.co/{base_model})"
-        llm = {**ref, "source_label": label}
+        elif ref.get("local_file"):
+            label = f"`{file_name}` (a local {_local_kind(file_name)}, see below)"
+        llm = {**ref, "source_label": label, "file_name": file_name, "local_kind": _local_kind(file_name)}
     if booster is None:
         booster_description = "none: the plain ViT baseline"
     elif ref and ref.get("source") is None:
@@ -206,6 +213,7 @@ def render_model_card(
         timm_tag=timm_tag,
         license=license,
         llm_citation=_LLM_CITATIONS.get(base_model or ""),
+        llm_path_env=LLM_PATH_ENV,
     )
     path = Path(template) if template is not None else template_path()
     return ModelCard.from_template(data, template_str=path.read_text(encoding="utf-8"), **kwargs)

@@ -28,6 +28,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from ..data import DatasetInfo, Preprocessing
 from .cards import render_model_card
 from .weights import llm_reference, rebuild_args, resolve_weights_mode, weights_for
 
@@ -97,6 +98,8 @@ def save_pretrained(
     revision: str | None = None,
     model_args: dict[str, Any] | None = None,
     extra_files: Sequence[str | os.PathLike] = (),
+    dataset: DatasetInfo | None = None,
+    preprocessing: Preprocessing | None = None,
 ) -> dict[str, Any]:
     """Write ``model`` as a Hub repo folder (see the module docstring); return what was written.
 
@@ -113,11 +116,20 @@ def save_pretrained(
         revision: a revision the card's snippets pin.
         model_args: extra constructor arguments to record (2D, e.g. a run's ``model_kwargs``).
         extra_files: more files to copy into the folder.
+        dataset: the task of own data (classes, channels); MedMNIST runs may give ``dataset_flag``.
+        preprocessing: the run's preprocessing; 2D: stored in ``pretrained_cfg`` (input size,
+            mean, std, interpolation, squash resize) and ``config.json``; 3D: the bundle's
+            transforms. Default: the MedMNIST flag's (or the model's own for 2D).
 
     Returns:
         ``{"weights": mode, "files": {relative path: bytes}, "weights_bytes": n, "folder": path}``.
     """
     _check_model(model)
+    if dataset is None and dataset_flag:
+        from ..data import dataset_info
+
+        dataset = dataset_info(dataset_flag)
+    dataset_flag = dataset.flag if dataset is not None else dataset_flag
     ref = llm_reference(model)
     mode = resolve_weights_mode(weights, ref)
     dest = Path(folder)
@@ -136,9 +148,9 @@ def save_pretrained(
         for f in extra_files:
             shutil.copy2(f, tmp / Path(f).name)
         if is_3d_model(model):
-            weights_file = _write_bundle(model, tmp, mode, dataset_flag, metrics)
+            weights_file = _write_bundle(model, tmp, mode, dataset, preprocessing, metrics)
         else:
-            weights_file = _write_timm(model, tmp, mode, dataset_flag, model_args or {})
+            weights_file = _write_timm(model, tmp, mode, dataset, preprocessing, model_args or {})
         arch, desc, shape = _vit_description(model)
         license = "apache-2.0"
         if mode == "full" and ref and ref.get("source") and not ref.get("random_init"):
@@ -174,11 +186,24 @@ def save_pretrained(
 
 
 def _write_timm(
-    model: nn.Module, out: Path, mode: str, dataset_flag: str | None, model_args: dict[str, Any]
+    model: nn.Module,
+    out: Path,
+    mode: str,
+    dataset: DatasetInfo | None,
+    prep: Preprocessing | None,
+    model_args: dict[str, Any],
 ) -> str:
     from timm.models._hub import save_config_for_hf
 
+    from ..data import Preprocessing
     from ..timm_vit import booster_args
+
+    if prep is None:
+        prep = Preprocessing.from_timm(model.pretrained_cfg)
+    if prep.spatial_dims != 2 or prep.channels != model.patch_embed.proj.in_channels:
+        raise ValueError(f"preprocessing {prep.to_dict()} does not fit this 2D model's input")
+    # the run's preprocessing, as timm data config: resolve_data_config + create_transform reproduce it
+    model.pretrained_cfg = {**model.pretrained_cfg, **prep.timm_data_config()}
 
     pinned = ("llm_revision", "llm_sha256", "llm_config", "llm_license", "llm_width")
     args = {k: v for k, v in booster_args(model).items() if v is not None and k not in pinned}
@@ -187,13 +212,12 @@ def _write_timm(
     pe = model.patch_embed
     args.update(in_chans=pe.proj.in_channels, img_size=int(pe.img_size[0]), **model_args)
     model_config: dict[str, Any] = {}
-    if dataset_flag:
-        from ..data import dataset_info
-
-        info = dataset_info(dataset_flag)
-        model_config["label_names"] = list(info.class_names)
-        model_config["rllm_zoo"] = {"dataset": dataset_flag}
-    model_config.setdefault("rllm_zoo", {}).update(weights=mode, llm=llm_reference(model))
+    if dataset is not None:
+        model_config["label_names"] = list(dataset.class_names)
+        model_config["rllm_zoo"] = {"dataset": dataset.title, "task": dataset.task}
+    model_config.setdefault("rllm_zoo", {}).update(
+        weights=mode, llm=llm_reference(model), preprocessing=prep.to_dict()
+    )
     save_config_for_hf(model, str(out / "config.json"), model_config=model_config, model_args=args)
     save_file(
         weights_for(model, mode),
@@ -204,13 +228,23 @@ def _write_timm(
 
 
 def _write_bundle(
-    model: nn.Module, out: Path, mode: str, dataset_flag: str | None, metrics: dict[str, Any] | None
+    model: nn.Module,
+    out: Path,
+    mode: str,
+    dataset: DatasetInfo | None,
+    prep: Preprocessing | None,
+    metrics: dict[str, Any] | None,
 ) -> str:
     from ..bundles import bundle_files
 
-    if not dataset_flag:
+    if dataset is None:
         raise ValueError(
-            "3D models are published as MONAI bundles, which need dataset_flag (a 3D MedMNIST flag)"
+            "3D models are published as MONAI bundles, which need dataset_flag (a 3D MedMNIST flag) "
+            "or dataset (the DatasetInfo of your own data)"
+        )
+    if prep is not None and tuple(prep.size) != tuple(int(s) for s in model.img_size):
+        raise ValueError(
+            f"preprocessing size {prep.size} does not fit the network's img_size {model.img_size}"
         )
     pinned = ("llm_revision", "llm_sha256", "llm_config", "llm_license", "llm_width")
     net_args = {k: v for k, v in model.network_overrides.items() if k not in pinned}
@@ -224,7 +258,7 @@ def _write_bundle(
             top["llm_layer"] = net_args.pop("llm_layer")
     for key in ("in_channels", "img_size", "num_classes", "use_booster", "booster", "llm", "llm_layer"):
         net_args.pop(key, None)
-    for rel, text in bundle_files(dataset_flag).items():
+    for rel, text in bundle_files(dataset.flag, dataset=dataset, preprocessing=prep).items():
         path = out / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         if rel.endswith(".json") and rel != "configs/metadata.json":
@@ -232,6 +266,10 @@ def _write_bundle(
             if "network_def" in cfg:
                 cfg.update(top)
                 cfg["network_def"].update(net_args)
+            if mode == "delta":  # models/model.pt leaves out the LLM block, which network_def re-reads
+                for handler in cfg.get("handlers", []):
+                    if handler.get("_target_") == "CheckpointLoader":
+                        handler["strict"] = False
             text = json.dumps(cfg, indent=4, ensure_ascii=False) + "\n"
         elif rel == "configs/metadata.json":
             text = json.dumps(_bundle_metadata(json.loads(text), model, mode, metrics), indent=4) + "\n"

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..llm import may_redistribute
+from ..llm.sources import portable_source
 
 __all__ = [
     "WEIGHT_MODES",
@@ -61,6 +62,14 @@ def llm_reference(model: nn.Module) -> dict[str, Any] | None:
     """Where the model's LLM layer comes from: source, layer, revision, sha256, licence, architecture.
 
     ``None`` for models without an LLM block. For the mlp control the adapters' width is recorded.
+    The source is portable (:func:`~rllm_zoo.llm.sources.portable_source`): a local file or folder
+    is recorded by its base name only, with ``local_file`` set, never by its path on this machine.
+
+    Example:
+        >>> model = timm.create_model("rllm_vit_micro_patch4_28", llm="/data/llms/my-llama")  # doctest: +SKIP
+        >>> ref = llm_reference(model)                                                       # doctest: +SKIP
+        >>> ref["source"], ref["local_file"], ref["hub_id"]                                  # doctest: +SKIP
+        ('my-llama', True, None)
     """
     booster = getattr(model, "booster", None)
     if booster is None:
@@ -69,12 +78,14 @@ def llm_reference(model: nn.Module) -> dict[str, Any] | None:
     if block is None:
         return {"source": None, "variant": booster.variant, "width": int(booster.adapter_in.out_features)}
     info = block.info
-    random = info.source.startswith("random")
+    source, local = portable_source(info.source)
+    random = source.startswith("random")
     return {
-        "source": info.source,
+        "source": source,
+        "local_file": local,
         "hub_id": None
-        if random
-        else ALIAS_HUB_IDS.get(info.source, info.source if _looks_like_hub_id(info.source) else None),
+        if random or local
+        else ALIAS_HUB_IDS.get(source, source if _looks_like_hub_id(source) else None),
         "layer": info.layer,
         "num_layers": info.num_layers,
         "revision": info.revision,
@@ -118,7 +129,12 @@ def rebuild_args(model: nn.Module, mode: Literal["full", "delta"]) -> dict[str, 
     """Constructor keyword arguments that pin the booster's LLM block for ``mode``.
 
     Delta repos re-read the layer and check its sha256; full repos rebuild the block from its
-    config (``llm_config``) and read nothing of the LLM.
+    config (``llm_config``) and read nothing of the LLM. ``llm`` is the portable source of
+    :func:`llm_reference` (a local file or folder by its base name only).
+
+    Example:
+        >>> rebuild_args(model, "delta")                                         # doctest: +SKIP
+        {'llm': 'my-llama', 'llm_layer': 3, 'llm_revision': None, 'llm_sha256': '9f2c...'}
     """
     ref = llm_reference(model)
     if ref is None:
@@ -132,6 +148,9 @@ def rebuild_args(model: nn.Module, mode: Literal["full", "delta"]) -> dict[str, 
         "llm_sha256": ref["sha256"],
     }
     if mode == "full":
-        args["llm_config"] = block_of(model).config.to_dict()
+        config = block_of(model).config.to_dict()
+        # transformers records where the config was read from (a path of this machine): not needed
+        config.pop("_name_or_path", None)
+        args["llm_config"] = config
         args["llm_license"] = ref["license"]
     return args

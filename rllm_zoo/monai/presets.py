@@ -22,7 +22,7 @@ from torch import nn
 from .vit import BoostedViT
 from .vivit import BoostedViViT
 
-__all__ = ["PRESETS", "create_network", "list_networks", "preset_config"]
+__all__ = ["PRESETS", "create_network", "fit_patch_size", "list_networks", "preset_config"]
 
 _PAPER_3D: dict[str, Any] = dict(spatial_dims=3, img_size=28, patch_size=4, num_heads=8)
 _SMALL: dict[str, Any] = dict(hidden_size=192, mlp_dim=768, num_heads=3)
@@ -96,6 +96,40 @@ def preset_config(name: str) -> dict[str, Any]:
     return {"class": cls.__name__, "args": dict(args), "description": doc}
 
 
+def fit_patch_size(name: str, img_size: int | tuple[int, ...]) -> tuple[int, ...]:
+    """A patch size for preset ``name`` at ``img_size`` that divides it, keeping the preset's token grid.
+
+    Per axis, the divisor of the size nearest to ``preset_patch * size / preset_size`` (ties: the
+    larger patch); a ``ValueError`` names the sizes that work when no divisor is within 2x of it.
+
+    Example:
+        >>> fit_patch_size("rllm_vit3d_small", 64)       # 7^3 patches on 28^3 -> a 4^3 grid at 64^3
+        (16, 16, 16)
+        >>> fit_patch_size("rllm_vit3d_small", 28)
+        (7, 7, 7)
+    """
+    _, args, _ = _lookup(name)
+    dims = int(args.get("spatial_dims", 3))
+    sizes = tuple(img_size) if isinstance(img_size, (tuple, list)) else (int(img_size),) * dims
+    base_size = args.get("img_size", 28)
+    base_patch = args.get("patch_size", 4)
+    base_size = tuple(base_size) if isinstance(base_size, (tuple, list)) else (base_size,) * dims
+    base_patch = tuple(base_patch) if isinstance(base_patch, (tuple, list)) else (base_patch,) * dims
+    patch = []
+    for size, b_size, b_patch in zip(sizes, base_size, base_patch):
+        target = b_patch * size / b_size
+        divisors = [d for d in range(1, size + 1) if size % d == 0]
+        best = min(divisors, key=lambda d: (abs(d - target), -d))
+        if not target / 2 <= best <= target * 2:
+            good = sorted({b_size // b_patch * k for k in range(1, 9)})
+            raise ValueError(
+                f"{name}: no patch size near {target:.1f} divides the input size {size}; pass patch_size= "
+                f"(model_kwargs) or use a size divisible by {b_size // b_patch} (e.g. {', '.join(map(str, good[:6]))})"
+            )
+        patch.append(best)
+    return tuple(patch)
+
+
 def create_network(name: str, **overrides: Any) -> nn.Module:
     """Build the preset ``name``; ``overrides`` replace or add constructor arguments.
 
@@ -106,12 +140,24 @@ def create_network(name: str, **overrides: Any) -> nn.Module:
         "network_def": {"_target_": "rllm_zoo.monai.create_network",
                         "name": "rllm_vit3d_small", "num_classes": 2, "llm": "smollm2"}
 
+    An ``img_size`` the preset's patch size does not divide gets a patch size that does
+    (:func:`fit_patch_size`), recorded in ``net.network_overrides`` so bundles rebuild the same.
+
     Example:
         >>> net = create_network("rllm_vit3d_small", use_booster=False)
         >>> net.booster is None
         True
+        >>> create_network("rllm_vit3d_small", img_size=64, use_booster=False).patch_size
+        (16, 16, 16)
     """
     cls, args, _ = _lookup(name)
+    if "img_size" in overrides and "patch_size" not in overrides:
+        patch = fit_patch_size(name, overrides["img_size"])
+        preset_patch = args.get("patch_size")
+        if patch != (
+            tuple(preset_patch) if isinstance(preset_patch, (list, tuple)) else (preset_patch,) * len(patch)
+        ):
+            overrides = {**overrides, "patch_size": list(patch)}
     net = cls(**{**args, **overrides})
     # what rebuilds it (a published bundle's network_def records the same)
     net.network_name = name

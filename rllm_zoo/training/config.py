@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import yaml
+
+from ..atomic import atomic_write_text
 
 __all__ = ["TrainConfig", "atomic_write_text", "load_config"]
 
@@ -20,18 +20,24 @@ class TrainConfig:
 
     Example:
         >>> cfg = TrainConfig(flag="retinamnist", epochs=2)
-        >>> cfg.model, cfg.booster
-        ('rllm_vit_tiny_patch4_28', 'residual')
+        >>> cfg.model, cfg.booster          # the model is chosen for the data: 2D or 3D
+        (None, 'residual')
+        >>> TrainConfig(data="my_images/", split="0.8,0.1,0.1").data
+        'my_images/'
     """
 
-    # data
-    flag: str = "retinamnist"
-    size: int = 28
+    # data: a MedMNIST flag, or your own data (a folder of class sub-folders, a CSV, a datalist JSON)
+    flag: str | None = None
+    data: str | None = None
+    split: str = "0.7,0.1,0.2"  # train,val,test fractions for own data that carries no split
+    size: int | None = None  # MedMNIST: 28 (the file's size); own data: the model's input size
+    intensity: str = "auto"  # 3D own data: auto | minmax (per volume) | LOW,HIGH (clipped window)
     data_root: str | None = None
     download: bool = False
     aug: str = "light"  # none | light | strong
-    # model: any timm name (rllm_* or plain timm ViT) or an rllm_zoo.monai preset for 3D
-    model: str = "rllm_vit_tiny_patch4_28"
+    # model: any timm name (rllm_* or plain timm ViT) or an rllm_zoo.monai preset for 3D;
+    # None: rllm_vit_tiny_patch4_28 for 2D data, rllm_vit3d_small for 3D data
+    model: str | None = None
     llm: str | None = "smollm2"
     llm_layer: int = -1
     booster: str = "residual"  # residual | out | hybrid | none | mlp | off (baseline ViT)
@@ -79,7 +85,30 @@ class TrainConfig:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.flag is not None and self.data is not None:
+            raise ValueError("give --flag (a MedMNIST set) or --data (your own files), not both")
+        if self.size is not None and self.size < 1:
+            raise ValueError(f"size must be >= 1, got {self.size}")
+        intensity_range(self.intensity)
         return self
+
+
+def intensity_range(text: str) -> tuple[float, float] | str | None:
+    """``intensity`` as ``"auto"``, ``None`` (per-volume min-max) or a ``(low, high)`` window.
+
+    Example:
+        >>> intensity_range("-1000,400")
+        (-1000.0, 400.0)
+    """
+    if text in ("auto", "minmax"):
+        return None if text == "minmax" else "auto"
+    try:
+        low, high = (float(v) for v in str(text).split(","))
+    except ValueError:
+        low = high = float("nan")
+    if not low < high:
+        raise ValueError(f"intensity={text!r}: use auto, minmax or LOW,HIGH with LOW < HIGH (e.g. -1000,400)")
+    return low, high
 
 
 def _coerce(value: str, annotation: str) -> Any:
@@ -119,20 +148,3 @@ def load_config(
             value = _coerce(value, str(fields[key].type))
         data[key] = value
     return TrainConfig(**data).validate()
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write via a temporary file in the same folder, then rename (never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; keep the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

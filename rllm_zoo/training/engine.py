@@ -1,4 +1,4 @@
-"""The training engine: honest MedMNIST protocol, resumable, single- or multi-process (DDP).
+"""The training engine: honest protocol on MedMNIST or own data, resumable, single- or multi-process (DDP).
 
 Protocol: the checkpoint is chosen on the validation split (``select_metric``); the test
 split is evaluated once, at the end, with the chosen checkpoint. Every epoch re-seeds the
@@ -28,14 +28,15 @@ import torch.distributed as dist
 import yaml
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
-from tqdm.auto import tqdm
 
-from ..data import build_dataset, check_available, dataset_info
+from ..data import PREPROCESSING_FILE, RunData
+from ..progress import progress
 from .checkpoint import llm_fingerprint, load_checkpoint, load_weights, save_checkpoint, trainable_state
 from .config import TrainConfig, atomic_write_text
-from .evaluation import loss_fn, medmnist_metrics, predict, targets_for_loss
-from .models import build_model, input_norm
+from .evaluation import loss_fn, predict, targets_for_loss
+from .models import build_model
 from .plots import plot_curves, plot_roc
+from .run import open_run, open_training_data, resolve_config, run_preprocessing
 
 __all__ = ["RunExistsError", "evaluate_run", "fit", "fit_seeds", "summarize_seeds"]
 
@@ -92,16 +93,15 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
-def _loaders(cfg: TrainConfig, info, model: nn.Module, rank: int, world: int):
-    mean, std = input_norm(model)
-    common = dict(root=cfg.data_root, size=cfg.size, download=cfg.download and rank == 0, mean=mean, std=std)
-    train_ds = build_dataset(cfg.flag, "train", train_aug=cfg.aug, **common)
-    val_ds = build_dataset(cfg.flag, "val", **common)
-    test_ds = build_dataset(cfg.flag, "test", **common)
+def _loaders(cfg: TrainConfig, data: RunData, prep, rank: int, world: int, show: bool):
+    """Every split read (and checked) here, before the run folder is written."""
     if cfg.batch_size % world:
         raise ValueError(
             f"batch_size {cfg.batch_size} must be divisible by the number of processes ({world})"
         )
+    train_ds = data.dataset("train", prep, train_aug=cfg.aug, progress=show)
+    val_ds = data.dataset("val", prep, progress=show)
+    test_ds = data.dataset("test", prep, progress=show)
     sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
     train = DataLoader(train_ds, batch_size=cfg.batch_size // world, sampler=sampler, num_workers=cfg.workers)
     val = DataLoader(val_ds, batch_size=cfg.eval_batch_size, num_workers=cfg.workers)
@@ -162,22 +162,32 @@ def _prepare_out(out: Path, cfg: TrainConfig, resume: bool) -> dict | None:
 
 
 def fit(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
-    """Train ``cfg``, select on validation, test once; returns the content of ``metrics.json``."""
+    """Train ``cfg``, select on validation, test once; returns the content of ``metrics.json``.
+
+    The data is scanned and every file read before anything is written into ``cfg.out``; the run
+    folder then records ``config.yaml``, ``dataset.json``, ``preprocessing.json`` (and the file
+    list of own data), the log, checkpoints, metrics and plots.
+    """
     cfg.validate()
     rank, world = _distributed()
     device = _device(cfg, rank)
     out = Path(cfg.out)
-    info = dataset_info(cfg.flag)
-    cfg.data_root = check_available(info.flag, cfg.data_root, cfg.size, cfg.download and rank == 0)
+    data = open_training_data(cfg, download=cfg.download and rank == 0)
+    cfg = resolve_config(cfg, data)
+    info = data.info
     if (out / "metrics.json").is_file() and resume:
         return json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     state = _prepare_out(out, cfg, resume) if rank == 0 else None
-    if rank == 0:
-        atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    show = cfg.progress and rank == 0
 
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, info).to(device)
-    train_ds, train_loader, val_loader, test_loader, sampler = _loaders(cfg, info, model, rank, world)
+    prep = run_preprocessing(cfg, info, model)
+    train_ds, train_loader, val_loader, test_loader, sampler = _loaders(cfg, data, prep, rank, world, show)
+    if rank == 0:
+        atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        prep.save(out / PREPROCESSING_FILE)
+        data.write_records(out)
     steps = (
         len(train_loader) if cfg.max_train_batches is None else min(len(train_loader), cfg.max_train_batches)
     )
@@ -200,15 +210,16 @@ def fit(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
 
-    show = cfg.progress and rank == 0
     if rank == 0:  # the log is rebuilt from the checkpoint: no half-epoch lines survive a crash
         atomic_write_text(out / "log.jsonl", "".join(json.dumps(h) + "\n" for h in history))
-    epochs = tqdm(
+    epochs = progress(
         range(start_epoch, cfg.epochs + 1),
         desc="epochs",
         disable=not show,
         initial=start_epoch - 1,
         total=cfg.epochs,
+        unit="epoch",
+        interval=0.0,  # plain output: one line per finished epoch
     )
     for epoch in epochs:
         t0 = time.perf_counter()
@@ -216,7 +227,9 @@ def fit(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         sampler.set_epoch(epoch)
         model.train()
         running, seen = 0.0, 0
-        batches = tqdm(train_loader, total=steps, desc=f"epoch {epoch}", leave=False, disable=not show)
+        batches = progress(
+            train_loader, total=steps, desc=f"epoch {epoch}", leave=False, disable=not show, unit="batch"
+        )
         for i, (x, y) in enumerate(batches):
             if i >= steps:
                 break
@@ -244,8 +257,8 @@ def fit(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
             running, seen = float(t[0]), int(t[1])
         if rank == 0:
             net = _unwrap(model)
-            scores, _, val_loss = predict(net, val_loader, info, device, amp)
-            val = medmnist_metrics(info.flag, "val", scores, cfg.data_root, cfg.size)
+            scores, labels, val_loss = predict(net, val_loader, info, device, amp)
+            val = data.metrics("val", scores, labels)
             record = {
                 "epoch": epoch,
                 "train_loss": running / max(seen, 1),
@@ -275,27 +288,36 @@ def fit(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
 
     result: dict[str, Any] = {}
     if rank == 0:
-        result = _finish(cfg, info, _unwrap(model), history, test_loader, device, amp)
+        result = _finish(cfg, data, _unwrap(model), history, test_loader, device, amp)
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
     return result
 
 
-def _finish(cfg, info, model, history, test_loader, device, amp) -> dict[str, Any]:
+def _finish(cfg, data: RunData, model, history, test_loader, device, amp) -> dict[str, Any]:
     """Load the validation-selected checkpoint and evaluate the test split, once."""
+    from ..hub.weights import llm_reference
+
     out = Path(cfg.out)
+    info = data.info
     best = load_checkpoint(out / "best.pt")
     load_weights(model, best)
     scores, labels, test_loss = predict(model, test_loader, info, device, amp)
-    test = medmnist_metrics(info.flag, "test", scores, cfg.data_root, cfg.size)
+    test = data.metrics("test", scores, labels)
     np.savez_compressed(out / "test_predictions.npz", scores=scores, labels=labels)
+    ref = llm_reference(model) or {}
     metrics = {
         "flag": info.flag,
+        "data": cfg.data,
+        "classes": list(info.class_names),
         "task": info.task,
         "model": cfg.model,
         "booster": cfg.booster,
         "llm": cfg.llm if cfg.booster not in ("off", "mlp") else None,
+        "llm_layer": ref.get("layer"),
+        "llm_sha256": ref.get("sha256"),
+        "llm_architecture": ref.get("architecture"),
         "seed": cfg.seed,
         "selected_epoch": best["epoch"],
         "select_metric": f"val_{cfg.select_metric}",
@@ -306,7 +328,7 @@ def _finish(cfg, info, model, history, test_loader, device, amp) -> dict[str, An
         "params_trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "params_frozen": sum(p.numel() for p in model.parameters() if not p.requires_grad),
     }
-    title = f"{info.flag} {cfg.model} booster={cfg.booster} seed={cfg.seed}"
+    title = f"{info.title} {cfg.model} booster={cfg.booster} seed={cfg.seed}"
     plot_curves(history, out / "curves.png", title)
     plot_roc(scores, labels, list(info.class_names), info.multi_label, out / "roc.png", f"test ROC: {title}")
     _write_json(out / "metrics.json", metrics)
@@ -315,32 +337,22 @@ def _finish(cfg, info, model, history, test_loader, device, amp) -> dict[str, An
 
 def evaluate_run(run_dir: str | os.PathLike, split: str = "test", checkpoint: str = "best") -> dict[str, Any]:
     """Re-evaluate a finished run's checkpoint on a split; writes ``eval_<split>.json``."""
-    from .config import load_config
-
-    run = Path(run_dir)
-    if not (run / "config.yaml").is_file():
-        raise FileNotFoundError(f"{run} is not a run folder (no config.yaml); pass the --out of a train run")
-    cfg = load_config(run / "config.yaml")
-    info = dataset_info(cfg.flag)
-    device = _device(cfg, 0)
-    model = build_model(cfg, info).to(device)
-    ckpt_path = run / f"{checkpoint}.pt"
-    if not ckpt_path.is_file():
-        raise FileNotFoundError(f"{ckpt_path} not found; checkpoint must be 'best' or 'last' of a run")
-    ckpt = load_checkpoint(ckpt_path)
-    load_weights(model, ckpt)
-    mean, std = input_norm(model)
-    ds = build_dataset(cfg.flag, split, root=cfg.data_root, size=cfg.size, mean=mean, std=std)
-    loader = DataLoader(ds, batch_size=cfg.eval_batch_size)
-    scores, _, loss = predict(model, loader, info, device, _autocast_dtype(cfg, device))
+    if checkpoint not in ("best", "last"):
+        raise ValueError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}")
+    run = open_run(run_dir, checkpoint)
+    device = _device(run.cfg, 0)
+    model = run.model.to(device)
+    data = run.data()
+    loader = DataLoader(data.dataset(split, run.prep, progress=False), batch_size=run.cfg.eval_batch_size)
+    scores, labels, loss = predict(model, loader, run.info, device, _autocast_dtype(run.cfg, device))
     result = {
         "split": split,
         "checkpoint": checkpoint,
-        "epoch": ckpt["epoch"],
-        **medmnist_metrics(info.flag, split, scores, cfg.data_root, cfg.size),
+        "epoch": load_checkpoint(run.path / f"{checkpoint}.pt")["epoch"],
+        **data.metrics(split, scores, labels),
         "loss": loss,
     }
-    _write_json(run / f"eval_{split}.json", result)
+    _write_json(run.path / f"eval_{split}.json", result)
     return result
 
 

@@ -8,10 +8,7 @@ from pathlib import Path
 import torch
 
 from ..cam import grad_cam, save_overlays
-from ..data import build_dataset, dataset_info
-from .checkpoint import load_checkpoint, load_weights
-from .config import load_config
-from .models import build_model, input_norm
+from .run import open_run
 
 __all__ = ["cam_for_run"]
 
@@ -24,16 +21,9 @@ def cam_for_run(
     out: str | os.PathLike | None = None,
 ) -> Path:
     """Grad-CAM of the run's selected checkpoint on ``split`` images; writes one PNG."""
-    run = Path(run_dir)
-    if not (run / "config.yaml").is_file():
-        raise FileNotFoundError(f"{run} is not a run folder (no config.yaml); pass the --out of a train run")
-    cfg = load_config(run / "config.yaml")
-    info = dataset_info(cfg.flag)
-    model = build_model(cfg, info)
-    load_weights(model, load_checkpoint(run / "best.pt"))
-    model.eval()
-    mean, std = input_norm(model)
-    ds = build_dataset(cfg.flag, split, root=cfg.data_root, size=cfg.size, mean=mean, std=std)
+    run = open_run(run_dir)
+    info, model = run.info, run.model
+    ds = run.data().dataset(split, run.prep, progress=False)
     indices = indices if indices else list(range(min(n, len(ds))))
     if any(i < 0 or i >= len(ds) for i in indices):
         raise ValueError(f"indices must be in 0..{len(ds) - 1} for the {split} split")
@@ -47,4 +37,4 @@ def cam_for_run(
         f"pred {p}"
         for i, lab, p in zip(indices, labels, preds)
     ]
-    return save_overlays(images, maps, out or run / f"cam_{split}.png", titles)
+    return save_overlays(images, maps, out or run.path / f"cam_{split}.png", titles)

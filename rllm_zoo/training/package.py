@@ -7,35 +7,48 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from ..data import dataset_info
-from .checkpoint import load_checkpoint, load_weights
-from .config import TrainConfig, load_config
-from .models import build_model
+from .config import TrainConfig
+from .run import Run, open_run
 
 __all__ = ["load_run", "package_run"]
 
 
-def load_run(run_dir: str | os.PathLike) -> tuple[nn.Module, TrainConfig, dict[str, Any] | None]:
-    """(model with the run's best weights, its config, its ``metrics.json`` or ``None``)."""
+def _finished(run_dir: str | os.PathLike) -> Run:
     run = Path(run_dir)
     if not (run / "config.yaml").is_file() or not (run / "best.pt").is_file():
         raise FileNotFoundError(
             f"{run} is not a finished rllm-zoo run (needs config.yaml and best.pt); train one with "
             "`rllm-zoo train --out DIR ...`"
         )
-    cfg = load_config(run / "config.yaml")
-    model = build_model(cfg, dataset_info(cfg.flag))
-    load_weights(model, load_checkpoint(run / "best.pt"))
-    model.eval()
-    metrics = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").is_file() else None
-    return model, cfg, metrics
+    return open_run(run)
+
+
+def load_run(run_dir: str | os.PathLike) -> tuple[nn.Module, TrainConfig, dict[str, Any] | None]:
+    """(model with the run's best weights, its config, its ``metrics.json`` or ``None``)."""
+    opened = _finished(run_dir)
+    return opened.model, opened.cfg, opened.metrics
+
+
+#: config / metrics keys that name places on the training machine, never packaged
+_LOCAL_KEYS = ("out", "data_root", "device", "workers", "progress")
+
+
+def _portable(record: dict[str, Any]) -> dict[str, Any]:
+    """A config or metrics dict without this machine's paths (own data: its folder name only)."""
+    from ..llm.sources import portable_source
+
+    out = {k: v for k, v in record.items() if k not in _LOCAL_KEYS}
+    if out.get("data"):
+        out["data"] = Path(out["data"]).name
+    if isinstance(out.get("llm"), str):
+        out["llm"] = portable_source(out["llm"])[0]
+    return out
 
 
 def package_run(
@@ -53,18 +66,18 @@ def package_run(
     """
     from ..hub import save_pretrained
 
-    model, cfg, metrics = load_run(run_dir)
+    run = _finished(run_dir)
     dest = Path(out) if out is not None else Path(run_dir) / "package"
     save_pretrained(
-        model,
+        run.model,
         dest,
         weights=weights,
-        dataset_flag=cfg.flag,
-        metrics=metrics,
-        train_config=cfg.to_dict(),
+        dataset=run.info,
+        preprocessing=run.prep,
+        metrics=_portable(run.metrics) if run.metrics else None,
+        train_config=_portable(run.cfg.to_dict()),
         run_dir=run_dir,
         repo_id=repo_id,
-        model_args=dict(cfg.model_kwargs) if not dataset_info(cfg.flag).is_3d else None,
-        extra_files=[Path(run_dir) / "config.yaml"],
+        model_args=dict(run.cfg.model_kwargs) if not run.info.is_3d else None,
     )
     return dest

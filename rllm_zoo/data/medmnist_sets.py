@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,10 @@ from pathlib import Path
 import medmnist
 import numpy as np
 import torch
+
+from .cache import cached_volumes, image_pipeline
+from .errors import DataError
+from .preprocessing import Preprocessing
 
 __all__ = [
     "FLAGS_2D",
@@ -27,6 +32,8 @@ __all__ = [
     "build_dataset",
     "dataset_info",
     "default_root",
+    "medmnist_class",
+    "medmnist_preprocessing",
 ]
 
 FLAGS_3D: tuple[str, ...] = tuple(sorted(f for f in medmnist.INFO if f.endswith("3d")))
@@ -34,23 +41,37 @@ FLAGS_2D: tuple[str, ...] = tuple(sorted(f for f in medmnist.INFO if not f.endsw
 SIZES = (28, 64, 128, 224)
 
 
-class DataError(ValueError):
-    """Missing or unusable MedMNIST data, with the fix in the message."""
-
-
 @dataclass(frozen=True)
 class DatasetInfo:
-    flag: str
+    """The task a run learns: a MedMNIST flag, or the user's own data (``flag=None``, ``name`` set)."""
+
+    flag: str | None
     is_3d: bool
     task: str  # "multi-class", "binary-class", "multi-label, binary-class", "ordinal-regression"
     n_channels: int
     n_classes: int
     class_names: tuple[str, ...]
-    license: str
+    license: str | None
+    name: str = ""
 
     @property
     def multi_label(self) -> bool:
         return self.task.startswith("multi-label")
+
+    @property
+    def title(self) -> str:
+        """The MedMNIST flag, or the own data set's name."""
+        return self.flag or self.name
+
+    def to_dict(self) -> dict:
+        """JSON-ready (``dataset.json`` in a run folder)."""
+        d = dataclasses.asdict(self)
+        d["class_names"] = list(self.class_names)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict) -> DatasetInfo:
+        return cls(**{**data, "class_names": tuple(data["class_names"])})
 
 
 def dataset_info(flag: str) -> DatasetInfo:
@@ -69,6 +90,7 @@ def dataset_info(flag: str) -> DatasetInfo:
         n_classes=len(names),
         class_names=names,
         license=info.get("license", "CC BY 4.0"),
+        name=flag,
     )
 
 
@@ -97,32 +119,18 @@ def check_available(flag: str, root: str | os.PathLike | None, size: int, downlo
     return root
 
 
-def _transform_2d(info: DatasetInfo, size: int, train: bool, aug: str, mean, std):
-    from torchvision import transforms as T
+def medmnist_preprocessing(
+    flag: str, size: int = 28, mean: tuple[float, ...] = (0.5,), std: tuple[float, ...] = (0.5,)
+) -> Preprocessing:
+    """The preprocessing of a MedMNIST flag: 8-bit data scaled to [0, 1], then ``(x - mean) / std``.
 
-    steps = []
-    if train and aug == "light":
-        steps += [T.RandomResizedCrop(size, scale=(0.85, 1.0), ratio=(0.95, 1.05)), T.RandomHorizontalFlip()]
-    elif train and aug == "strong":
-        steps += [
-            T.RandomResizedCrop(size, scale=(0.7, 1.0)),
-            T.RandomHorizontalFlip(),
-            T.RandomVerticalFlip(),
-            T.RandAugment(num_ops=2, magnitude=7),
-        ]
-    steps += [T.ToTensor(), T.Normalize(mean[: info.n_channels], std[: info.n_channels])]
-    return T.Compose(steps)
-
-
-def _transform_3d(train: bool, aug: str):
-    from monai.transforms import Compose, EnsureType, RandAffine, RandFlip, ScaleIntensityRange
-
-    steps = [EnsureType(data_type="tensor", dtype=torch.float32), ScaleIntensityRange(0.0, 1.0, -1.0, 1.0)]
-    if train and aug in ("light", "strong"):
-        steps += [RandFlip(prob=0.5, spatial_axis=2)]
-        if aug == "strong":
-            steps += [RandAffine(prob=0.5, rotate_range=(0.15, 0.15, 0.15), scale_range=(0.1, 0.1, 0.1))]
-    return Compose(steps)
+    Example:
+        >>> medmnist_preprocessing("adrenalmnist3d").size
+        (28, 28, 28)
+    """
+    info = dataset_info(flag)
+    dims = 3 if info.is_3d else 2
+    return Preprocessing(dims, (size,) * dims, info.n_channels, mean=mean, std=std)
 
 
 class _Targets:
@@ -147,6 +155,11 @@ def _sized(cls: type) -> type:
     )
 
 
+def medmnist_class(flag: str) -> type:
+    """The medmnist dataset class of ``flag``, accepting files of any split size (subsets, re-splits)."""
+    return _sized(getattr(medmnist, medmnist.INFO[dataset_info(flag).flag]["python_class"]))
+
+
 def build_dataset(
     flag: str,
     split: str,
@@ -154,30 +167,30 @@ def build_dataset(
     size: int = 28,
     train_aug: str = "none",
     download: bool = False,
-    mean: tuple[float, ...] = (0.5, 0.5, 0.5),
-    std: tuple[float, ...] = (0.5, 0.5, 0.5),
+    preprocessing: Preprocessing | None = None,
 ) -> torch.utils.data.Dataset:
-    """A medmnist dataset with tensors out: 2D images normalised with ``mean``/``std``,
-    3D volumes scaled to [-1, 1]; ``train_aug`` in ``none``/``light``/``strong`` applies to
-    the train split only (torchvision for 2D, MONAI transforms for 3D)."""
+    """A MedMNIST split yielding ``(input tensor, label tensor)`` through ``preprocessing``
+    (default: :func:`medmnist_preprocessing`); ``train_aug`` in ``none``/``light``/``strong``
+    applies to the train split only. 3D volumes go through MONAI's ``CacheDataset``."""
     if split not in ("train", "val", "test"):
         raise DataError(f"split must be train, val or test, got {split!r}")
     if train_aug not in ("none", "light", "strong"):
         raise DataError(f"train_aug must be none, light or strong, got {train_aug!r}")
     info = dataset_info(flag)
     root = check_available(info.flag, root, size, download)
-    cls = _sized(getattr(medmnist, medmnist.INFO[info.flag]["python_class"]))
-    train = split == "train"
-    transform = (
-        _transform_3d(train, train_aug)
-        if info.is_3d
-        else _transform_2d(info, size, train, train_aug, mean, std)
-    )
+    prep = preprocessing or medmnist_preprocessing(info.flag, size)
+    cls = medmnist_class(info.flag)
+    aug = train_aug if split == "train" else "none"
+    if info.is_3d:
+        from ..monai import medmnist_records
+
+        ds = cls(split=split, root=root, size=size, download=download)
+        return cached_volumes(medmnist_records(ds), prep, aug, what=f"{info.flag} {split}")
     return cls(
         split=split,
         root=root,
         size=size,
         download=download,
-        transform=transform,
+        transform=image_pipeline(prep, aug),
         target_transform=_Targets(info.multi_label),
     )
