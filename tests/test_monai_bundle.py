@@ -95,7 +95,10 @@ def test_generator_covers_every_3d_flag():
         train = json.loads(files["configs/train.json"])
         meta = json.loads(files["configs/metadata.json"])
         assert train["num_classes"] == len(info["label"])
-        assert train["train"]["medmnist"]["_target_"] == f"medmnist.{info['python_class']}"
+        assert (
+            train["data_flag"] == flag
+            and "rllm_zoo.bundles.bundle_records" in train["train"]["dataset"]["data"]
+        )
         assert meta["network_data_format"]["outputs"]["pred"]["num_channels"] == len(info["label"])
         assert info["python_class"] in files["docs/README.md"]
     with pytest.raises(ValueError, match="choose one of adrenalmnist3d, fracturemnist3d"):
