@@ -5,7 +5,7 @@ PY := .venv/bin/python
 SHARED ?= ../shared
 MEDMNIST_ROOT ?= $(SHARED)/medmnist
 
-.PHONY: venv demo test lint bench-p1 bench-p2p3 bench-p4 results-table zoo-release zoo-table clean
+.PHONY: venv demo test lint fault-table bench-p1 bench-p2p3 bench-p4 results-table zoo-release zoo-table clean
 
 venv:
 	@bash tools/bootstrap.sh
@@ -26,6 +26,10 @@ lint: venv
 
 test: lint
 	$(PY) -m pytest
+
+# run the fault-injection tests (marker fault) and write docs/reliability.md from their results
+fault-table: venv
+	$(PY) tools/fault_table.py
 
 bench-p1: venv
 	$(PY) benchmarks/p1_load_layer.py

@@ -20,7 +20,7 @@ import dataclasses
 import json
 import sys
 
-__all__ = ["main"]
+__all__ = ["main", "parse_seeds"]
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
@@ -46,7 +46,7 @@ def _train(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in vars(args).items() if k in names and v is not None}
     cfg = load_config(args.config, overrides)
     if args.seeds:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        seeds = parse_seeds(args.seeds)
         result = fit_seeds(cfg, seeds, resume=args.resume)
         show = {k: v for k, v in result.items() if k != "runs"}
     else:
@@ -58,6 +58,22 @@ def _train(args: argparse.Namespace) -> int:
         print(json.dumps(show, indent=2))
         _where(cfg.out, bool(args.seeds))
     return 0
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0,1,2"`` -> ``[0, 1, 2]``; anything else is a one-line error.
+
+    Example:
+        >>> parse_seeds("0, 1,2")
+        [0, 1, 2]
+    """
+    parts = [p.strip() for p in text.split(",")]
+    if not parts or any(not p.isdigit() for p in parts):
+        raise ValueError(f"--seeds {text!r}: give distinct whole numbers >= 0, comma-separated (e.g. 0,1,2)")
+    seeds = [int(p) for p in parts]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds {text!r}: a seed is repeated")
+    return seeds
 
 
 def _where(out: str, seeds: bool) -> None:
@@ -200,7 +216,10 @@ def _list(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="rllm-zoo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="rllm-zoo",
+        description=__doc__,
+        epilog="--debug (with any command) shows the full traceback of an error.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser(
@@ -266,13 +285,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; a bad input (file, option, data, Hub) prints one line and returns 2.
+
+    ``--debug`` (anywhere on the command line) shows the full traceback instead.
+    """
     from .hub.errors import HubError
 
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    args = build_parser().parse_args([a for a in argv if a != "--debug"])
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, HubError) as e:
-        print(f"rllm-zoo {args.command}: error: {e}", file=sys.stderr)
+    except (
+        ValueError,
+        FileNotFoundError,
+        FileExistsError,
+        NotADirectoryError,
+        PermissionError,
+        HubError,
+    ) as e:
+        if debug:
+            raise
+        message = " ".join(str(e).split()) or type(e).__name__  # one line, whatever the source wrote
+        print(f"rllm-zoo {args.command}: error: {message} (--debug shows the traceback)", file=sys.stderr)
         return 2
 
 

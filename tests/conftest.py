@@ -157,3 +157,10 @@ def local_hub(local_hub_server, monkeypatch, tmp_path):
     local_hub_server.env = {}
     local_hub_server.hf_home = None
     local_hub_server._patcher = None
+
+
+def pytest_collection_modifyitems(items):
+    """``test_fault*`` tests are fault-injection cases (marker ``fault``: rows of docs/reliability.md)."""
+    for item in items:
+        if item.name.startswith("test_fault"):
+            item.add_marker(pytest.mark.fault)

@@ -150,6 +150,7 @@ def test_single_file_repo(local_hub, tiny_llm_dir, tmp_path):
     assert local_hub.requests == []
 
 
+@pytest.mark.fault
 def test_dropped_connections_and_5xx_are_retried_and_resumed(local_hub, tiny_llm_dir):
     folder = tiny_llm_dir("llama")
     repo_id, _ = _push(local_hub, folder)
@@ -193,6 +194,7 @@ def test_failed_fetch_leaves_no_cache_entry_and_the_next_call_succeeds(local_hub
     assert local_hub.requests == []
 
 
+@pytest.mark.fault
 def test_corrupt_or_truncated_cache_entries_are_refetched(local_hub, tiny_llm_dir, tmp_path):
     folder = tiny_llm_dir("llama")
     repo_id, _ = _push(local_hub, folder)
@@ -255,6 +257,7 @@ def test_revision_pinning_by_tag_and_commit(local_hub, tiny_llm_dir, tmp_path):
         load_llm_block(repo_id, layer=LAYER, revision="v3")
 
 
+@pytest.mark.fault
 def test_offline_after_one_fetch_and_clear_error_without_cache(local_hub, tiny_llm_dir):
     folder = tiny_llm_dir("llama")
     repo_id, commit = _push(local_hub, folder)

@@ -70,6 +70,7 @@ def test_delta_is_smaller_and_auto_follows_the_licence(local_hub):
     assert auto.weights == "full"  # SmolLM2 is Apache-2.0: redistributable
 
 
+@pytest.mark.fault
 def test_checksum_mismatch_is_refused(local_hub, tmp_path):
     model = tiny_2d()
     repo = local_hub.new_repo_id("tampered")
@@ -163,6 +164,7 @@ def test_mlp_control_and_baseline_round_trip(local_hub):
 # ------------------------------------------------------------------ errors
 
 
+@pytest.mark.fault
 def test_missing_repo_revision_and_pickle_only(local_hub):
     with pytest.raises(HubError, match="no such repo"):
         load_from_hub(local_hub.new_repo_id("absent"))
@@ -182,6 +184,7 @@ def test_missing_repo_revision_and_pickle_only(local_hub):
         timm.create_model(f"hf-hub:{pkl}", pretrained=True)
 
 
+@pytest.mark.fault
 def test_server_error_leaves_nothing_partial(local_hub, tmp_path):
     repo = local_hub.new_repo_id("flaky")
     push_to_hub(tiny_2d(), repo, weights="full")
@@ -196,6 +199,7 @@ def test_server_error_leaves_nothing_partial(local_hub, tmp_path):
     assert load_from_hub(repo) is not None  # and the next try succeeds
 
 
+@pytest.mark.fault
 def test_timeout_is_a_clear_error(local_hub, monkeypatch):
     from huggingface_hub import constants
 
@@ -308,6 +312,7 @@ class _NotATensor:
     """Stands for arbitrary code in a pickle: torch's weights_only unpickler must refuse it."""
 
 
+@pytest.mark.fault
 def test_bundle_with_code_in_its_pickle_is_refused(local_hub, tmp_path):
     import pickle
 

@@ -274,6 +274,7 @@ def test_injected_delay_times_out(local_hub: LocalHubServer, monkeypatch: pytest
     assert [r.fault for r in gets] == ["delay", None]
 
 
+@pytest.mark.fault
 def test_dropped_connection_leaves_no_complete_file(local_hub: LocalHubServer):
     repo_id = local_hub.new_repo_id("drop")
     data = _weights(300_000, 4)

@@ -163,6 +163,7 @@ def _run(args, env=None, check=True):
 
 
 @pytest.mark.slow
+@pytest.mark.fault
 def test_resume_after_sigkill_reaches_the_same_metrics(medmnist_root, tiny_llm, tmp_path):
     extra = {"epochs": "3", "aug": "light"}
     ref = tmp_path / "ref"

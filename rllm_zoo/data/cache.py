@@ -117,13 +117,21 @@ def cached_volumes(
 
     if progress and not sys.stderr.isatty() and len(records):
         print(f"reading {what}: {len(records)} volumes", file=sys.stderr, flush=True)
-    ds = CacheDataset(
-        data=list(records),
-        transform=prep.volume_transform(train_aug),
-        cache_rate=1.0,
-        num_workers=1,
-        progress=progress and sys.stderr.isatty(),
-    )
+    try:
+        ds = CacheDataset(
+            data=list(records),
+            transform=prep.volume_transform(train_aug),
+            cache_rate=1.0,
+            num_workers=1,
+            progress=progress and sys.stderr.isatty(),
+        )
+    except RuntimeError as e:  # MONAI wraps a transform's error; ReadVolumed's names the file
+        cause = e
+        while cause is not None and not isinstance(cause, ValueError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        raise DataError(str(cause)) from e
     for rec, item in zip(records, ds._cache):  # CacheDataset keeps the deterministic results here
         channels = int(item["image"].shape[0])
         if channels != prep.channels:

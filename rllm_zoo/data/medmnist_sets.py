@@ -104,19 +104,90 @@ def npz_path(flag: str, root: str | os.PathLike, size: int) -> Path:
 
 
 def check_available(flag: str, root: str | os.PathLike | None, size: int, download: bool = False) -> str:
-    """Return the root to use; raise a clear error when the file is missing and not downloadable."""
+    """Return the root to use, with ``<flag>[_size].npz`` present and sound (downloaded first with
+    ``download``); a :class:`DataError` names the file and the fix otherwise."""
     if size not in SIZES:
         raise DataError(f"size must be one of {SIZES}, got {size}")
     root = str(root or default_root())
     path = npz_path(flag, root, size)
-    if not path.is_file() and not download:
+    if not path.is_file() and download:
+        _download(flag, root, size)
+    if not path.is_file():
         raise DataError(
             f"{path} not found. Pass --data-root pointing at a folder that holds {path.name}, "
             "or --download to fetch it (needs internet access to Zenodo)."
         )
-    if download:
-        Path(root).mkdir(parents=True, exist_ok=True)
+    check_npz(path, dataset_info(flag), size)
     return root
+
+
+def _download(flag: str, root: str, size: int) -> None:
+    """medmnist's download into ``root``; on failure nothing is left behind (not even an empty root)."""
+    created = not Path(root).exists()
+    Path(root).mkdir(parents=True, exist_ok=True)
+    try:
+        getattr(medmnist, medmnist.INFO[flag]["python_class"])(
+            split="train", root=root, size=size, download=True
+        )
+    except Exception as e:
+        partial = npz_path(flag, root, size)
+        partial.unlink(missing_ok=True)
+        if created and not any(Path(root).iterdir()):
+            Path(root).rmdir()
+        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise DataError(
+            f"could not download {partial.name} ({reason}); without internet access, copy the file into "
+            f"--data-root (MedMNIST on Zenodo, record 10519652)"
+        ) from e
+
+
+def _npy_header(zf, name: str) -> tuple[tuple[int, ...], np.dtype]:
+    with zf.open(name) as f:
+        major, _ = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(f)
+    return tuple(shape), np.dtype(dtype)
+
+
+def check_npz(path: Path, info: DatasetInfo, size: int) -> None:
+    """A MedMNIST ``.npz`` is complete and fits ``info`` at ``size`` (array headers and labels only).
+
+    Raises :class:`DataError` for a damaged archive, a missing split, images of another size or
+    channel count, an empty split, or labels outside ``0..n_classes-1``.
+    """
+    import zipfile
+
+    fix = f"replace it with the official {path.name} (or --download it)"
+    spatial = (size,) * (3 if info.is_3d else 2)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = set(zf.namelist())
+            for split in ("train", "val", "test"):
+                for key in (f"{split}_images", f"{split}_labels"):
+                    if f"{key}.npy" not in names:
+                        raise DataError(f"{path}: no {key} array; {fix}")
+                shape, _ = _npy_header(zf, f"{split}_images.npy")
+                if shape[0] == 0:
+                    raise DataError(f"{path}: the {split} split is empty; {fix}")
+                if tuple(shape[1 : 1 + len(spatial)]) != spatial:
+                    raise DataError(
+                        f"{path}: {split} images are {'x'.join(map(str, shape[1:]))}, not {size} px; "
+                        f"pass --size {shape[1]} or {fix}"
+                    )
+                with zf.open(f"{split}_labels.npy") as f:
+                    labels = np.lib.format.read_array(f, allow_pickle=False)
+                bound = 2 if info.multi_label else info.n_classes
+                if labels.shape[0] != shape[0] or (
+                    labels.size and (labels.min() < 0 or labels.max() >= bound)
+                ):
+                    raise DataError(
+                        f"{path}: {split} labels do not fit {info.flag} ({labels.shape[0]} labels for {shape[0]} "
+                        f"images, values {labels.min()}..{labels.max()}, expected 0..{bound - 1}); {fix}"
+                    )
+    except DataError:
+        raise
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+        raise DataError(f"{path}: damaged or not a MedMNIST .npz ({type(e).__name__}: {e}); {fix}") from e
 
 
 def medmnist_preprocessing(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,6 +72,16 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def validate(self) -> TrainConfig:
+        """Check types, ranges and choices; a ``ValueError`` names the key and the fix.
+
+        Example:
+            >>> TrainConfig(epochs=2.5).validate()
+            Traceback (most recent call last):
+            ...
+            ValueError: epochs must be an integer, got 2.5 (float)
+        """
+        for f in dataclasses.fields(self):
+            _check_type(f.name, getattr(self, f.name), str(f.type))
         choices = {
             "aug": ("none", "light", "strong"),
             "booster": ("residual", "out", "hybrid", "none", "mlp", "off"),
@@ -83,14 +94,47 @@ class TrainConfig:
         for key in ("epochs", "batch_size", "eval_batch_size"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        for key in ("lr", "weight_decay", "warmup_epochs", "min_lr", "label_smoothing", "drop_path"):
+            value = getattr(self, key)
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{key} must be a finite number >= 0, got {value}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
+            raise ValueError(f"grad_clip must be > 0 or none, got {self.grad_clip}")
+        if not 0 <= self.label_smoothing < 1 or not 0 <= self.drop_path < 1:
+            raise ValueError("label_smoothing and drop_path must be in [0, 1)")
+        if self.max_train_batches is not None and self.max_train_batches < 1:
+            raise ValueError(f"max_train_batches must be >= 1 or none, got {self.max_train_batches}")
+        if self.workers < 0 or self.seed < 0:
+            raise ValueError("workers and seed must be >= 0")
         if self.flag is not None and self.data is not None:
             raise ValueError("give --flag (a MedMNIST set) or --data (your own files), not both")
         if self.size is not None and self.size < 1:
             raise ValueError(f"size must be >= 1, got {self.size}")
         intensity_range(self.intensity)
         return self
+
+
+def _check_type(key: str, value: Any, annotation: str) -> None:
+    """``value`` fits the field's annotation (``int``, ``float | None``, ``dict[str, Any]``...)."""
+    kinds = {k.strip().split("[")[0] for k in annotation.split("|")}
+    if value is None:
+        if "None" in kinds:
+            return
+        raise ValueError(f"{key} needs a value, got none")
+    if "bool" in kinds:
+        ok, want = isinstance(value, bool), "true or false"
+    elif "int" in kinds:
+        ok, want = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif "float" in kinds:
+        ok, want = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    elif "dict" in kinds:
+        ok, want = isinstance(value, dict), "a mapping (e.g. {depth: 2})"
+    else:
+        ok, want = isinstance(value, str), "a string"
+    if not ok:
+        raise ValueError(f"{key} must be {want}, got {value!r} ({type(value).__name__})")
 
 
 def intensity_range(text: str) -> tuple[float, float] | str | None:
@@ -136,8 +180,14 @@ def load_config(
     """A config from YAML (optional), then ``overrides`` (already typed or CLI strings)."""
     data: dict[str, Any] = {}
     if path is not None:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f) or {}
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = yaml.safe_load(f) or {}
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"{path}: no such config file") from e
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ValueError(f"{path}: not valid YAML ({first}); fix or delete the file") from e
         if not isinstance(data, dict):
             raise ValueError(f"{path} must hold a YAML mapping of config keys")
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
@@ -145,6 +195,9 @@ def load_config(
         if key not in fields:
             raise ValueError(f"unknown config key {key!r}; known keys: {', '.join(fields)}")
         if isinstance(value, str) and fields[key].type != "str":
-            value = _coerce(value, str(fields[key].type))
+            try:
+                value = _coerce(value, str(fields[key].type))
+            except (ValueError, yaml.YAMLError) as e:
+                raise ValueError(f"{key}={value!r} is not {fields[key].type} ({e})") from e
         data[key] = value
     return TrainConfig(**data).validate()

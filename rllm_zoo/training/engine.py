@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -139,19 +140,27 @@ def _better(metric: str, value: float, best: float | None) -> bool:
     return value < best if metric == "loss" else value > best
 
 
+def _changed_settings(out: Path, cfg: TrainConfig) -> list[str]:
+    """Config keys whose value in ``out/config.yaml`` differs from ``cfg`` (engine-only keys aside)."""
+    from .config import load_config
+
+    saved = load_config(out / "config.yaml").to_dict()
+    ignore = ("progress", "out", "device", "workers")
+    return [
+        f"{k}: {saved.get(k)!r} -> {v!r}"
+        for k, v in cfg.to_dict().items()
+        if k not in ignore and saved.get(k) != v
+    ]
+
+
 def _prepare_out(out: Path, cfg: TrainConfig, resume: bool) -> dict | None:
     """Check the run folder; return the last checkpoint when resuming."""
     last = out / "last.pt"
     if resume and last.is_file():
-        saved = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
-        changed = {
-            k
-            for k, v in cfg.to_dict().items()
-            if k not in ("progress", "out", "device", "workers") and saved.get(k) != v
-        }
+        changed = _changed_settings(out, cfg)
         if changed:
             raise ValueError(
-                f"--resume with a different config ({', '.join(sorted(changed))}); resume with the same settings"
+                f"--resume with a different config ({'; '.join(changed)}); resume with the same settings"
             )
         return load_checkpoint(last)
     if not resume and (last.is_file() or (out / "metrics.json").is_file()):
@@ -176,6 +185,12 @@ def fit(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     cfg = resolve_config(cfg, data)
     info = data.info
     if (out / "metrics.json").is_file() and resume:
+        changed = _changed_settings(out, cfg)
+        if changed:
+            raise ValueError(
+                f"{out} is a finished run with other settings ({'; '.join(changed)}); "
+                "choose another --out for the new settings"
+            )
         return json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     state = _prepare_out(out, cfg, resume) if rank == 0 else None
     show = cfg.progress and rank == 0
@@ -184,6 +199,12 @@ def fit(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     model = build_model(cfg, info).to(device)
     prep = run_preprocessing(cfg, info, model)
     train_ds, train_loader, val_loader, test_loader, sampler = _loaders(cfg, data, prep, rank, world, show)
+    if rank == 0 and cfg.warmup_epochs >= cfg.epochs:
+        print(
+            f"note: warmup_epochs {cfg.warmup_epochs:g} >= epochs {cfg.epochs}: the learning rate never "
+            f"reaches lr {cfg.lr:g}; lower --warmup-epochs",
+            file=sys.stderr,
+        )
     if rank == 0:
         atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         prep.save(out / PREPROCESSING_FILE)

@@ -7,7 +7,10 @@ from torch import nn
 from ..data import DatasetInfo
 from .config import TrainConfig
 
-__all__ = ["build_model", "input_norm"]
+__all__ = ["DEFAULT_MODELS", "build_model", "input_norm"]
+
+#: The model a run trains when the config names none (2D: False, 3D: True).
+DEFAULT_MODELS = {False: "rllm_vit_tiny_patch4_28", True: "rllm_vit3d_small"}
 
 
 def _booster_kwargs(cfg: TrainConfig) -> dict:
@@ -22,6 +25,8 @@ def _booster_kwargs(cfg: TrainConfig) -> dict:
 
 def build_model(cfg: TrainConfig, info: DatasetInfo) -> nn.Module:
     """The model for ``cfg`` with ``info``'s channels and classes at ``cfg.size``."""
+    if cfg.model is None:
+        cfg = type(cfg)(**{**cfg.to_dict(), "model": DEFAULT_MODELS[info.is_3d]})
     if info.is_3d:
         from ..monai import create_network, list_networks
 
@@ -36,13 +41,10 @@ def build_model(cfg: TrainConfig, info: DatasetInfo) -> nn.Module:
             kw["use_booster"] = False
         else:
             kw["booster"] = booster
+        if cfg.size is not None:  # None: the preset's own size
+            kw["img_size"] = cfg.size
         return create_network(
-            cfg.model,
-            in_channels=info.n_channels,
-            img_size=cfg.size,
-            num_classes=info.n_classes,
-            **kw,
-            **cfg.model_kwargs,
+            cfg.model, in_channels=info.n_channels, num_classes=info.n_classes, **kw, **cfg.model_kwargs
         )
     import timm
 
@@ -50,9 +52,9 @@ def build_model(cfg: TrainConfig, info: DatasetInfo) -> nn.Module:
         raise ValueError(
             f"unknown model {cfg.model!r}; see timm.list_models('rllm_*') for the boosted family"
         )
-    kw = dict(
-        num_classes=info.n_classes, in_chans=info.n_channels, img_size=cfg.size, drop_path_rate=cfg.drop_path
-    )
+    kw: dict = dict(num_classes=info.n_classes, in_chans=info.n_channels, drop_path_rate=cfg.drop_path)
+    if cfg.size is not None:  # None: the model's own input size
+        kw["img_size"] = cfg.size
     if cfg.model.split(".")[0].startswith("rllm_"):
         kw.update(_booster_kwargs(cfg), vit_pretrained=cfg.vit_pretrained)
     kw.update(cfg.model_kwargs)

@@ -36,12 +36,9 @@ from ..data import (
     scan,
 )
 from .config import TrainConfig, intensity_range, load_config
-from .models import build_model, input_norm
+from .models import DEFAULT_MODELS, build_model, input_norm
 
 __all__ = ["DEFAULT_MODELS", "Run", "open_run", "open_training_data", "resolve_config", "run_preprocessing"]
-
-#: The model a run trains when the config names none.
-DEFAULT_MODELS = {False: "rllm_vit_tiny_patch4_28", True: "rllm_vit3d_small"}
 
 
 def _default_size(model: str, is_3d: bool) -> int:
