@@ -53,6 +53,9 @@ _SPLIT_NAMES["test"] = "test"
 _DATALIST_KEYS = {"training": "train", "validation": "val", "test": "test", "train": "train", "val": "val"}
 
 
+_GENERIC_LIST_NAMES = {"datalist", "dataset", "data", "splits", "labels", "list", "files"}
+
+
 @dataclass(frozen=True)
 class Sample:
     """One file: absolute ``path``, class index ``label``, ``split`` (train / val / test)."""
@@ -82,8 +85,11 @@ class OwnData:
 
     @property
     def name(self) -> str:
+        """The folder's name, or the list file's (its folder's for generic names like datalist.json)."""
         p = Path(self.source)
-        return p.stem if p.is_file() else p.name
+        if not p.is_file():
+            return p.name
+        return p.parent.name if p.stem.lower() in _GENERIC_LIST_NAMES else p.stem
 
 
 def file_kind(path: str) -> str | None:
