@@ -20,6 +20,7 @@ the booster's are ``booster.*``.
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import torch
@@ -68,7 +69,8 @@ class BoostedVisionTransformer(VisionTransformer):
             models so that re-reading a different LLM file fails instead of silently differing.
         llm_config: the LLM's config as a dict: the block is rebuilt from it without reading
             the LLM, for checkpoints that carry the block's weights (published "full" models).
-        llm_width: adapter width of the ``mlp`` control (default: the LLM's width).
+        llm_width: adapter width of the ``mlp`` control (default: the LLM's width); the other
+            variants refuse it (their LLM block fixes the width).
         llm_license: licence of the LLM's weights, recorded when the block is rebuilt from
             ``llm_config`` (a block read from its source reports the source's own licence).
         vit_pretrained: initialise the ViT part from a timm checkpoint of the same width:
@@ -107,6 +109,15 @@ class BoostedVisionTransformer(VisionTransformer):
             raise ValueError(
                 f"unknown booster variant {booster!r}; choose one of {', '.join(VARIANTS)} "
                 "(or booster=False for the plain ViT baseline)"
+            )
+        if llm_width is not None and booster != "mlp":
+            why = (
+                "the plain ViT baseline (booster=False) has no adapters"
+                if booster is None
+                else f"with booster={booster!r} the LLM block fixes the width"
+            )
+            raise ValueError(
+                f"llm_width={llm_width!r} only sets the adapter width of booster='mlp'; {why}: drop llm_width"
             )
         self.booster_args = {
             "llm": llm,
@@ -160,6 +171,27 @@ class BoostedVisionTransformer(VisionTransformer):
                 f"expected images of shape (B, {want}, H, W), got {tuple(x.shape)}; create the model with "
                 f"in_chans={x.shape[1] if x.ndim == 4 else '?'} or convert the images"
             )
+        pe = self.patch_embed
+        if pe.img_size is None:
+            return
+        h, w = int(x.shape[2]), int(x.shape[3])
+        if pe.strict_img_size:
+            built = (int(pe.img_size[0]), int(pe.img_size[1]))
+            if (h, w) != built:
+                cfg = getattr(self, "pretrained_cfg", None) or {}
+                name = cfg.get("architecture") or type(self).__name__
+                size = str(h) if h == w else f"({h}, {w})"
+                raise ValueError(
+                    f"input is {h}x{w} but {name} was built for {built[0]}x{built[1]}; "
+                    f"build it with img_size={size} (or resize the input)"
+                )
+        elif not pe.dynamic_img_pad:
+            ph, pw = int(pe.patch_size[0]), int(pe.patch_size[1])
+            if h % ph or w % pw:
+                raise ValueError(
+                    f"input is {h}x{w}, not a multiple of the patch size {ph}x{pw}; resize the input "
+                    "(or build the model with dynamic_img_pad=True)"
+                )
 
     def _init_booster(self) -> None:
         assert self.booster is not None
@@ -207,6 +239,12 @@ def _validate_vit_args(kwargs: dict) -> None:
     in_chans = kwargs.get("in_chans", 3)
     if not isinstance(in_chans, int) or in_chans < 1:
         raise ValueError(f"in_chans must be a positive int, got {in_chans!r}")
+    num_classes = kwargs.get("num_classes", 1000)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 0:
+        raise ValueError(
+            f"num_classes must be an int >= 1 (the number of classes), or 0 for no classifier head "
+            f"(features only), got {num_classes!r}"
+        )
 
 
 _WEIGHT_FILES = (".safetensors", ".pth", ".pt", ".bin", ".npz")

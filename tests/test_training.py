@@ -178,7 +178,12 @@ def test_resume_after_sigkill_reaches_the_same_metrics(medmnist_root, tiny_llm, 
     assert proc.returncode == -9, proc.stderr[-2000:]
     assert not (crashed / "metrics.json").exists()
     assert len((crashed / "log.jsonl").read_text().splitlines()) == 1  # one finished epoch
-    _run([*_args(medmnist_root, crashed, tiny_llm, **extra), "--resume"])
+    from rllm_zoo.training.checkpoint import TEMP_PREFIX
+
+    stale = crashed / f"{TEMP_PREFIX}last.pt.abcd1234"  # what a kill during a checkpoint write leaves
+    stale.write_bytes(b"half a checkpoint")
+    resumed = _run([*_args(medmnist_root, crashed, tiny_llm, **extra), "--resume"])
+    assert not stale.exists() and "unfinished checkpoint write" in resumed.stderr
     a = json.loads((ref / "metrics.json").read_text())
     b = json.loads((crashed / "metrics.json").read_text())
     assert b["selected_epoch"] == a["selected_epoch"]

@@ -290,8 +290,12 @@ def _find_prefix(keys: list[str], qualified: str, probe: str) -> str:
     )
 
 
-def _fill_layer(skel, ckpt, dtype: torch.dtype | None) -> str:
-    """Read the layer's tensors from ``ckpt`` into the meta layer; return their sha256."""
+def _fill_layer(skel, ckpt, dtype: torch.dtype | None, source: str | None = None) -> str:
+    """Read the layer's tensors from ``ckpt`` into the meta layer; return their sha256.
+
+    Every source kind (safetensors or ``.bin`` folder, gguf, Hub ranges, layer cache) comes
+    through here, so this is where NaN/Inf weights are refused (:func:`_check_finite`).
+    """
     layer = skel.layer
     wanted = list(layer.state_dict().keys())
     params = {n for n, _ in layer.named_parameters()}
@@ -313,8 +317,10 @@ def _fill_layer(skel, ckpt, dtype: torch.dtype | None) -> str:
             raise CheckpointError(
                 f"{name} has shape {tuple(t.shape)} in the checkpoint but {tuple(target.shape)} in the config"
             )
+        _check_finite(t, name, skel, ckpt, source)
         if dtype is not None and t.is_floating_point() and t.dtype != dtype:
             t = t.to(dtype=dtype)  # a new tensor: the file-backed original is released
+            _check_finite(t, name, skel, ckpt, source, cast=dtype)
         elif not getattr(ckpt, "owns_tensors", False):
             t = t.clone()  # detach from the memory-mapped file
         state[name[len(prefix) :]] = t
@@ -325,6 +331,30 @@ def _fill_layer(skel, ckpt, dtype: torch.dtype | None) -> str:
             f"tensors of {skel.qualified_name} not found in the checkpoint: {', '.join(left)}"
         )
     return hasher.hexdigest()
+
+
+def _check_finite(
+    t: torch.Tensor, name: str, skel, ckpt, source: str | None, cast: torch.dtype | None = None
+) -> None:
+    """Raise :class:`LLMSourceError` when ``t`` holds NaN or Inf (a damaged or overflowing file)."""
+    if not t.is_floating_point() or bool(torch.isfinite(t).all()):
+        return
+    bad = int((~torch.isfinite(t)).sum())
+    where = source if source is not None else str(getattr(ckpt, "folder", None) or type(ckpt).__name__)
+    shard = getattr(ckpt, "weight_map", {}).get(name)
+    in_file = f" (in {shard})" if shard else ""
+    layer = skel.qualified_name.rsplit(".", 1)[-1]
+    if cast is not None:
+        raise LLMSourceError(
+            f"LLM source {where!r}: layer {layer} tensor {name}{in_file} overflows "
+            f"{str(cast).removeprefix('torch.')} ({bad} of {t.numel()} values become NaN/Inf); "
+            "load the block with dtype=torch.float32 or dtype=None"
+        )
+    raise LLMSourceError(
+        f"LLM source {where!r}: layer {layer} tensor {name}{in_file} holds NaN/Inf "
+        f"({bad} of {t.numel()} values); the weights are damaged: re-download or re-save the model, "
+        "or pick another llm_layer"
+    )
 
 
 def _random_fill(skel, dtype: torch.dtype | None, seed: int) -> str:
@@ -428,7 +458,7 @@ def load_llm_block(
             ckpt = GGUFCheckpoint(gguf_path, names, skel.text_config)
         else:
             ckpt = hub_ckpt if hub_ckpt is not None else find_checkpoint(folder)
-        sha = _fill_layer(skel, ckpt, dtype)
+        sha = _fill_layer(skel, ckpt, dtype, source)
         shown_source = source
     skel.model = None  # drop the meta model
     layer_types = getattr(text_config, "layer_types", None)

@@ -88,7 +88,12 @@ class BoostedNetwork(nn.Module):
         self.grid = check_patch_grid(self.img_size, self.patch_size)
         check_transformer_sizes(hidden_size, mlp_dim, num_heads, dropout_rate)
         check_positive_int(num_layers, "num_layers")
-        self.num_classes = check_positive_int(num_classes, "num_classes")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(
+                f"num_classes must be an int >= 1 (the number of logits {name} outputs, e.g. 2 for a "
+                f"binary task), got {num_classes!r}"
+            )
+        self.num_classes = num_classes
         self.hidden_size = hidden_size
         self.patch_embedding = PatchEmbeddingBlock(
             in_channels=in_channels,

@@ -32,7 +32,14 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from ..data import PREPROCESSING_FILE, RunData
 from ..progress import progress
-from .checkpoint import llm_fingerprint, load_checkpoint, load_weights, save_checkpoint, trainable_state
+from .checkpoint import (
+    llm_fingerprint,
+    load_checkpoint,
+    load_weights,
+    remove_stale_temps,
+    save_checkpoint,
+    trainable_state,
+)
 from .config import TrainConfig, atomic_write_text
 from .evaluation import loss_fn, predict, targets_for_loss
 from .models import build_model
@@ -156,6 +163,8 @@ def _changed_settings(out: Path, cfg: TrainConfig) -> list[str]:
 def _prepare_out(out: Path, cfg: TrainConfig, resume: bool) -> dict | None:
     """Check the run folder; return the last checkpoint when resuming."""
     last = out / "last.pt"
+    for stale in remove_stale_temps(out) if out.is_dir() else []:  # a write cut short by a kill
+        print(f"removed {stale.name}, an unfinished checkpoint write", file=sys.stderr)
     if resume and last.is_file():
         changed = _changed_settings(out, cfg)
         if changed:
