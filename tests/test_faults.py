@@ -453,14 +453,14 @@ CASES = [
         "eval-truncated-checkpoint",
         "runs",
         "eval with a truncated best.pt",
-        "best.pt",
+        "best.pt is damaged or not an rllm-zoo checkpoint",
         lambda c: _run_with(c, "best.pt", (c.run / "best.pt").read_bytes()[:500]),
     ),
     Case(
         "eval-pickled-checkpoint",
         "runs",
         "eval with a best.pt holding a pickled class (never unpickled)",
-        "best.pt",
+        "which rllm-zoo never unpickles",
         lambda c: _run_with(c, "best.pt", _pickled_object()),
     ),
     Case(
