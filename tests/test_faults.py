@@ -105,6 +105,12 @@ def _nifti_list(ctx: Ctx, broken: bool) -> str:
     return str(root / "datalist.json")
 
 
+def _image_csv(ctx: Ctx, split_of: Callable[[Path], str]) -> str:
+    """A CSV of the images of :func:`_images`, labelled by folder, split by ``split_of(path)``."""
+    rows = [f"{p},{p.parent.name},{split_of(p)}\n" for p in sorted(Path(_images(ctx)).rglob("*.png"))]
+    return ctx.file("d.csv", "path,label,split\n" + "".join(rows))
+
+
 def _mixed(ctx: Ctx) -> list[str]:
     ctx.file("v.nii.gz", b"")
     png = next(Path(_images(ctx)).rglob("*.png"))
@@ -350,16 +356,7 @@ CASES = [
         "own data",
         "a CSV split value `holdout`",
         "use train, val or test",
-        lambda c: c.train(
-            "--data",
-            c.file(
-                "d.csv",
-                "path,label,split\n"
-                + "".join(
-                    f"{p},{Path(p).parent.name},holdout\n" for p in sorted(Path(_images(c)).rglob("*.png"))
-                ),
-            ),
-        ),
+        lambda c: c.train("--data", _image_csv(c, lambda p: "holdout")),
     ),
     Case(
         "class-missing-in-test",
@@ -368,12 +365,10 @@ CASES = [
         "has no file of class",
         lambda c: c.train(
             "--data",
-            c.file(
-                "d.csv",
-                "path,label,split\n"
-                + "".join(
-                    f"{p},{Path(p).parent.name},{'test' if Path(p).parent.name == 'a' and p.stem == '0' else 'val' if p.stem == '1' else 'train'}\n"
-                    for p in sorted(Path(_images(c)).rglob("*.png"))
+            _image_csv(
+                c,
+                lambda p: (
+                    "test" if (p.parent.name, p.stem) == ("a", "0") else "val" if p.stem == "1" else "train"
                 ),
             ),
         ),
