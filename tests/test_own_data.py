@@ -360,3 +360,16 @@ def test_preprocessing_record_validates():
         from rllm_zoo.data import parse_split
 
         parse_split("0.7,0.3")
+
+
+def test_seeds_share_one_split(tmp_path):
+    """--seeds varies the model, not the data: the split follows split_seed only."""
+    from rllm_zoo.training import TrainConfig
+    from rllm_zoo.training.run import open_training_data
+
+    images = make_image_folder(tmp_path / "images", per_class=6)
+    splits = [
+        {(s.path, s.split) for s in open_training_data(TrainConfig(data=str(images), **kw)).data.samples}
+        for kw in ({"seed": 0}, {"seed": 3}, {"seed": 0, "split_seed": 1})
+    ]
+    assert splits[0] == splits[1] and splits[0] != splits[2]

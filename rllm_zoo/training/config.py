@@ -31,6 +31,7 @@ class TrainConfig:
     flag: str | None = None
     data: str | None = None
     split: str = "0.7,0.1,0.2"  # train,val,test fractions for own data that carries no split
+    split_seed: int = 0  # seed of that split (fixed across --seeds, so seeds vary the model only)
     size: int | None = None  # MedMNIST: 28 (the file's size); own data: the model's input size
     intensity: str = "auto"  # 3D own data: auto | minmax (per volume) | LOW,HIGH (clipped window)
     data_root: str | None = None
@@ -106,8 +107,8 @@ class TrainConfig:
             raise ValueError("label_smoothing and drop_path must be in [0, 1)")
         if self.max_train_batches is not None and self.max_train_batches < 1:
             raise ValueError(f"max_train_batches must be >= 1 or none, got {self.max_train_batches}")
-        if self.workers < 0 or self.seed < 0:
-            raise ValueError("workers and seed must be >= 0")
+        if self.workers < 0 or self.seed < 0 or self.split_seed < 0:
+            raise ValueError("workers, seed and split_seed must be >= 0")
         if self.flag is not None and self.data is not None:
             raise ValueError("give --flag (a MedMNIST set) or --data (your own files), not both")
         if self.size is not None and self.size < 1:

@@ -64,7 +64,7 @@ def open_training_data(cfg: TrainConfig, download: bool | None = None) -> RunDat
         size=cfg.size or 28,
         download=cfg.download if download is None else download,
         split=cfg.split,
-        seed=cfg.seed,
+        seed=cfg.split_seed,
     )
 
 
