@@ -38,8 +38,13 @@ class Collect:
         row = self.rows.setdefault(
             item.nodeid, {"file": item.path.name, "name": item.name, "outcome": "passed"}
         )
-        if case is not None:
-            row.update(category=case.category, what=case.what, expect=case.expect)
+        if (
+            case is not None
+        ):  # a row of a case table: CLI cases (what / expect) or Hub cases (fault / behaviour)
+            what = getattr(case, "what", None) or getattr(case, "fault", "")
+            row.update(category=getattr(case, "category", None) or _category(item), what=what)
+            if getattr(case, "behaviour", None):
+                row.setdefault("behaviour", case.behaviour)
         else:
             doc = (item.function.__doc__ or "").strip().splitlines()
             row.update(category=_category(item), what=doc[0] if doc else _human(item.name), expect="")
