@@ -122,22 +122,24 @@ def _package(args: argparse.Namespace) -> int:
 def _push(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .hub import load_from_folder, push_run, push_to_hub
+    from .hub import push_run, push_to_hub
 
     src = Path(args.source)
     common = dict(weights=args.weights, private=args.private, revision=args.revision, tag=args.tag)
     if (src / "best.pt").is_file():
         res = push_run(src, args.repo_id, **common)
     elif src.is_dir():
-        import json as _json
+        from .predict import load_predictor
 
-        metrics = (
-            _json.loads((src / "metrics.json").read_text()) if (src / "metrics.json").is_file() else None
-        )
+        metrics = json.loads((src / "metrics.json").read_text()) if (src / "metrics.json").is_file() else None
+        flag = (metrics or {}).get("flag")
+        packaged = load_predictor(src)  # the model with its recorded preprocessing and classes
         res = push_to_hub(
-            load_from_folder(src),
+            packaged.model,
             args.repo_id,
-            dataset_flag=(metrics or {}).get("flag"),
+            dataset_flag=flag,
+            dataset=None if flag else packaged.info,
+            preprocessing=packaged.prep,
             metrics=metrics,
             run_dir=src,
             **common,

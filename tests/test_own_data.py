@@ -272,7 +272,7 @@ def test_bad_data_gets_one_line_before_anything_is_written(tmp_path, tiny_llm, c
 
 
 def test_3d_nifti_datalist_at_64_bundle_and_predict_reproduce_the_run(
-    tmp_path, tiny_llm, monkeypatch, capsys
+    tmp_path, tiny_llm, monkeypatch, capsys, local_hub
 ):
     datalist = make_nifti_datalist(tmp_path / "nii")
     out = tmp_path / "run"
@@ -311,9 +311,13 @@ def test_3d_nifti_datalist_at_64_bundle_and_predict_reproduce_the_run(
         main(["predict", str(bundle), str(out / "datalist.json"), "--split", "test", "--out", str(csv_out)])
         == 0
     )
-    np.testing.assert_allclose(
-        _csv_scores(csv_out), np.load(out / "test_predictions.npz")["scores"], atol=1e-6
-    )
+    saved = np.load(out / "test_predictions.npz")["scores"]
+    np.testing.assert_allclose(_csv_scores(csv_out), saved, atol=1e-6)
+    # pushed as a bundle repo and predicted from the Hub: the same
+    repo = local_hub.new_repo_id()
+    assert main(["push", str(out), "--repo-id", repo]) == 0
+    assert main(["predict", repo, str(out / "datalist.json"), "--split", "test", "--out", str(csv_out)]) == 0
+    np.testing.assert_allclose(_csv_scores(csv_out), saved, atol=1e-6)
 
 
 def test_3d_medmnist_bundle_uses_the_runs_scaling_and_size(medmnist_root, tiny_llm, tmp_path):
@@ -373,3 +377,36 @@ def test_seeds_share_one_split(tmp_path):
         for kw in ({"seed": 0}, {"seed": 3}, {"seed": 0, "split_seed": 1})
     ]
     assert splits[0] == splits[1] and splits[0] != splits[2]
+
+
+def test_push_then_predict_from_the_hub_reproduces_the_run(
+    run2d, tiny_llm, local_hub, tmp_path, monkeypatch, capsys
+):
+    """A pushed own-data run (rllm-zoo push) keeps its classes and preprocessing: predict hf-hub:<repo> = the run."""
+    _, out = run2d
+    monkeypatch.setenv("RLLM_ZOO_LLM_PATH", str(tiny_llm.parent))
+    repo = local_hub.new_repo_id()
+    assert main(["push", str(out), "--repo-id", repo]) == 0
+    capsys.readouterr()
+    csv_out = tmp_path / "hub.csv"
+    assert (
+        main(["predict", f"hf-hub:{repo}", str(out / "splits.csv"), "--split", "test", "--out", str(csv_out)])
+        == 0
+    )
+    np.testing.assert_allclose(
+        _csv_scores(csv_out), np.load(out / "test_predictions.npz")["scores"], atol=1e-6
+    )
+    assert (
+        json.loads(capsys.readouterr().out)["acc"]
+        == json.loads((out / "metrics.json").read_text())["test"]["acc"]
+    )
+    header = open(csv_out).readline().strip().split(",")
+    assert header[3:] == [f"prob_{c}" for c in CLASSES]
+    # the packaged folder pushed as such keeps them too
+    repo2 = local_hub.new_repo_id()
+    assert main(["push", str(out / "package"), "--repo-id", repo2]) == 0
+    capsys.readouterr()
+    assert main(["predict", repo2, str(out / "splits.csv"), "--split", "test", "--out", str(csv_out)]) == 0
+    np.testing.assert_allclose(
+        _csv_scores(csv_out), np.load(out / "test_predictions.npz")["scores"], atol=1e-6
+    )

@@ -47,7 +47,9 @@ class Collect:
                 row.setdefault("behaviour", case.behaviour)
         else:
             doc = (item.function.__doc__ or "").strip().splitlines()
-            row.update(category=_category(item), what=doc[0] if doc else _human(item.name), expect="")
+            what = doc[0] if doc else _human(item.originalname)
+            callspec = getattr(item, "callspec", None)
+            row.update(category=_category(item), what=f"{what} [{callspec.id}]" if callspec else what)
         props = dict(report.user_properties)
         if "behaviour" in props:
             row["behaviour"] = props["behaviour"]
@@ -93,7 +95,7 @@ def render(rows: dict[str, dict]) -> str:
     ]
     order = sorted(rows.items(), key=lambda kv: (kv[1]["category"], kv[0]))
     for i, (nodeid, r) in enumerate(order, 1):
-        behaviour = r.get("behaviour") or "see the test"
+        behaviour = r.get("behaviour") or "as the test asserts"
         cell = lambda t: t.replace("|", "\\|").replace("\n", " ")  # noqa: E731
         lines.append(
             f"| {i} | {r['category']} | {cell(r['what'])} | {cell(behaviour)} | `{nodeid.split('/')[-1]}` | {r['outcome']} |"

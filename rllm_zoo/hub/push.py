@@ -19,6 +19,7 @@ from typing import Any
 
 from torch import nn
 
+from ..data import DatasetInfo, Preprocessing
 from .errors import hub_errors
 from .folders import is_3d_model, save_pretrained
 
@@ -50,6 +51,8 @@ def push_to_hub(
     model_args: dict[str, Any] | None = None,
     timm_tag: str | None = None,
     extra_files: Sequence[str | os.PathLike] = (),
+    dataset: DatasetInfo | None = None,
+    preprocessing: Preprocessing | None = None,
     tag: str | None = None,
     revision: str | None = None,
     private: bool = False,
@@ -67,8 +70,9 @@ def push_to_hub(
         repo_id: ``"org/name"``.
         weights: ``"auto"`` (full unless the LLM's licence forbids redistribution), ``"full"``
             (self-contained) or ``"delta"`` (trainable weights + a sha256-checked LLM reference).
-        dataset_flag, metrics, train_config, run_dir, model_args, timm_tag, extra_files: see
-            :func:`rllm_zoo.hub.save_pretrained` (card content, labels, plots).
+        dataset_flag, metrics, train_config, run_dir, model_args, timm_tag, extra_files, dataset,
+            preprocessing: see :func:`rllm_zoo.hub.save_pretrained` (card content, labels, plots,
+            the run's preprocessing).
         tag: a git tag to put on the new commit (3D: default the bundle version).
         revision: branch to commit to (default ``main``).
         private: create the repo private.
@@ -94,6 +98,8 @@ def push_to_hub(
             timm_tag=timm_tag,
             model_args=model_args,
             extra_files=extra_files,
+            dataset=dataset,
+            preprocessing=preprocessing,
         )
         if tag is None and is_3d_model(model):
             from ..bundles import BUNDLE_VERSION
@@ -132,16 +138,7 @@ def push_run(run_dir: str | os.PathLike, repo_id: str, **kwargs: Any) -> PushRes
     Example:
         >>> push_run("runs/demo-retinamnist", "me/retina-r-llm", weights="delta")   # doctest: +SKIP
     """
-    from ..training.package import load_run
+    from ..training.package import publish_args
 
-    model, cfg, metrics = load_run(run_dir)
-    return push_to_hub(
-        model,
-        repo_id,
-        dataset_flag=cfg.flag,
-        metrics=metrics,
-        train_config=cfg.to_dict(),
-        run_dir=run_dir,
-        model_args=dict(cfg.model_kwargs) if not is_3d_model(model) else None,
-        **kwargs,
-    )
+    model, args = publish_args(run_dir)
+    return push_to_hub(model, repo_id, **args, **kwargs)

@@ -51,6 +51,20 @@ def _portable(record: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def publish_args(run_dir: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
+    """A finished run's model and the :func:`rllm_zoo.hub.save_pretrained` arguments that describe it
+    (task, preprocessing, portable metrics and config, plots): one definition for package and push."""
+    run = _finished(run_dir)
+    return run.model, dict(
+        dataset=run.info,
+        preprocessing=run.prep,
+        metrics=_portable(run.metrics) if run.metrics else None,
+        train_config=_portable(run.cfg.to_dict()),
+        run_dir=run_dir,
+        model_args=dict(run.cfg.model_kwargs) if not run.info.is_3d else None,
+    )
+
+
 def package_run(
     run_dir: str | os.PathLike,
     out: str | os.PathLike | None = None,
@@ -66,18 +80,7 @@ def package_run(
     """
     from ..hub import save_pretrained
 
-    run = _finished(run_dir)
+    model, kwargs = publish_args(run_dir)
     dest = Path(out) if out is not None else Path(run_dir) / "package"
-    save_pretrained(
-        run.model,
-        dest,
-        weights=weights,
-        dataset=run.info,
-        preprocessing=run.prep,
-        metrics=_portable(run.metrics) if run.metrics else None,
-        train_config=_portable(run.cfg.to_dict()),
-        run_dir=run_dir,
-        repo_id=repo_id,
-        model_args=dict(run.cfg.model_kwargs) if not run.info.is_3d else None,
-    )
+    save_pretrained(model, dest, weights=weights, repo_id=repo_id, **kwargs)
     return dest
