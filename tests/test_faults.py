@@ -555,3 +555,12 @@ def test_reliability_table_lists_every_fault_case():
         timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_fault_warmup_longer_than_the_run_is_mentioned(medmnist_root, tiny_llm_dir, tmp_path, capsys):
+    """A warm-up longer than the run trains, with a note that lr is never reached."""
+    args = ["train", "--flag", "dermamnist", "--data-root", str(medmnist_root), "--llm", str(tiny_llm_dir("llama")),
+            "--out", str(tmp_path / "r"), "--model-kwargs", '{"depth": 1, "embed_dim": 32, "num_heads": 2}',
+            "--epochs", "1", "--max-train-batches", "1", "--progress", "false"]  # fmt: skip
+    assert main(args) == 0
+    assert "note: warmup_epochs 2 >= epochs 1: the learning rate never reaches lr" in capsys.readouterr().err
