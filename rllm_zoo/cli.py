@@ -4,6 +4,7 @@ rllm-zoo train --flag retinamnist --data-root ../shared/medmnist --epochs 10 --o
 rllm-zoo train --data my_images/ --out runs/mine          # class sub-folders, a CSV or a datalist JSON
 rllm-zoo train --config configs/retina.yaml --booster mlp --seeds 0,1,2
 torchrun --nproc_per_node 2 -m rllm_zoo train --flag retinamnist ...
+rllm-zoo sweep --flag retinamnist --llms smollm2 --layers first,middle,last --seeds 0,1,2 --out runs/sweep
 rllm-zoo eval runs/retina --split test
 rllm-zoo predict runs/retina scans/ --out predictions.csv [--cam cams/]
 rllm-zoo package runs/retina
@@ -103,6 +104,92 @@ def _where(out: str, seeds: bool) -> None:
         lines += [f"  {name:<22} {what}" for name, what in names if (root / name).exists()]
         lines.append(f"next: rllm-zoo predict {root} FILES... --out predictions.csv")
     print("\n".join(lines), file=sys.stderr)
+
+
+def _add_sweep_args(p: argparse.ArgumentParser) -> None:
+    from .training.config import TrainConfig
+    from .training.sweep import CONTROLS, PER_RUN_KEYS, VARIANTS
+
+    p.add_argument("--config", help="YAML: sweep keys (llms, layers, ...) and config keys; flags override it")
+    p.add_argument(
+        "--llms", help="comma-separated LLM sources (default: smollm2): aliases, .gguf, folders, Hub ids"
+    )
+    p.add_argument(
+        "--layers", help="comma-separated: indices (29, -1), first, middle, last, fractions (0.25)"
+    )
+    p.add_argument(
+        "--variants", help=f"comma-separated booster variants of {', '.join(VARIANTS)} (default: residual)"
+    )
+    p.add_argument("--seeds", help="comma-separated seeds (default: 0,1,2)")
+    p.add_argument(
+        "--controls", help=f"comma-separated, of {', '.join(CONTROLS)} (default: all; 'none': no controls)"
+    )
+    p.add_argument(
+        "--random-layers", help="layers of the random-init control (default: last; all: every layer)"
+    )
+    p.add_argument(
+        "--metric", choices=["auc", "acc"], default=None, help="metric of the plot and --select-on"
+    )
+    p.add_argument(
+        "--select-on", choices=["val", "none"], default=None, help="choose the layer on val (default)"
+    )
+    p.add_argument("--stale-after", help="seconds without heartbeat before a run's lock is taken over (600)")
+    p.add_argument("--out", default=None, help="the sweep folder (default: runs/sweep)")
+    p.add_argument(
+        "--report-only", action="store_true", help="rebuild sweep.json/.md/.png from finished runs"
+    )
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in PER_RUN_KEYS:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else "{}"
+        p.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper(), help=f"(default: {default})")
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .training.config import TrainConfig
+    from .training.sweep import PER_RUN_KEYS, load_sweep_spec, run_sweep
+
+    if args.report_only:
+        report = run_sweep(out=args.out or "runs/sweep", report_only=True)
+        out = Path(args.out or "runs/sweep")
+    else:
+        names = {f.name for f in dataclasses.fields(TrainConfig)}
+        names -= set(PER_RUN_KEYS)
+        train = {k: v for k, v in vars(args).items() if k in names and v is not None}
+        keys = ("llms", "layers", "variants", "seeds", "controls", "random_layers", "metric", "select_on")
+        sweep = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+        if sweep.get("controls") == "none":
+            sweep["controls"] = []
+        if args.stale_after is not None:
+            sweep["stale_after"] = args.stale_after
+        if args.out is not None:
+            sweep["out"] = args.out
+        spec = load_sweep_spec(args.config, sweep, train)
+        report = run_sweep(spec)
+        out = Path(spec.out)
+    if not report.get("status"):  # torchrun: ranks other than 0 write nothing
+        return 0
+    sel = report.get("selection") or {}
+    summary = {
+        "out": str(out),
+        **{k: report["status"][k] for k in ("planned", "finished", "complete")},
+        **{k: len(v) for k, v in report["this_process"].items()},
+        "selected_on_val": {k: sel.get(k) for k in ("arm", "val", "test")} if sel else None,
+    }
+    if summary["selected_on_val"]:
+        for split in ("val", "test"):
+            s = summary["selected_on_val"][split]
+            summary["selected_on_val"][split] = {k: s[k] for k in ("mean", "std", "n")}
+    print(json.dumps(summary, indent=2))
+    print(
+        f"written to {out}/: sweep.md (tables, comparisons with the baseline), sweep.json (all numbers), "
+        "sweep.png (metric vs layer depth), runs/<arm>/seed<k>/ (one train run each)",
+        file=sys.stderr,
+    )
+    return 0
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -243,6 +330,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_train_args(train)
     train.set_defaults(func=_train)
+    sw = sub.add_parser(
+        "sweep",
+        help="which LLM layer boosts: LLMs x layers x variants x seeds plus controls, resumable, with statistics",
+    )
+    _add_sweep_args(sw)
+    sw.set_defaults(func=_sweep)
     ev = sub.add_parser("eval", help="evaluate a run's checkpoint on a split")
     ev.add_argument("run", help="the --out folder of a train run")
     ev.add_argument("--split", default="test", choices=["train", "val", "test"])
