@@ -6,9 +6,10 @@ Example:
     >>> booster = rllm_zoo.LLMBooster(dim=384, block=block)        # doctest: +SKIP
     >>> booster(torch.randn(2, 197, 384)).shape                    # doctest: +SKIP
     torch.Size([2, 197, 384])
+    >>> model = rllm_zoo.boost(timm.create_model("convnext_atto"), llm="smollm2")  # doctest: +SKIP
 """
 
-from . import timm_vit  # noqa: F401  (registers the rllm_vit_* family in timm)
+from . import timm_boost, timm_vit  # noqa: F401  (register the rllm_vit_* family and r_llm_boost in timm)
 from .booster import VARIANTS, LLMBooster, UnitRMSNorm, trainable_parameters
 from .hub import HubError, load_from_hub, push_run, push_to_hub, save_pretrained
 from .llm import (
@@ -21,6 +22,7 @@ from .llm import (
     UnsupportedArchitectureError,
     load_llm_block,
 )
+from .plug import BoostSite, boost, find_booster
 from .timm_vit import BoostedVisionTransformer, booster_args
 
 __version__ = "0.1.0"
@@ -29,6 +31,7 @@ __all__ = [
     "DEFAULT_LLM",
     "VARIANTS",
     "BlockInfo",
+    "BoostSite",
     "BoostedVisionTransformer",
     "CheckpointError",
     "HubError",
@@ -39,7 +42,9 @@ __all__ = [
     "UnitRMSNorm",
     "UnsupportedArchitectureError",
     "__version__",
+    "boost",
     "booster_args",
+    "find_booster",
     "load_from_hub",
     "load_llm_block",
     "push_run",

@@ -12,7 +12,8 @@
     ...     "rllm_vit_small_patch16_224", llm="huggyllama/llama-7b", llm_layer=31)
 
 The booster sits after the last encoder block and before the final norm (the
-paper's place). It is attached as a forward hook on the last block, so every timm
+paper's place). It is attached by the generic mechanism of :mod:`rllm_zoo.plug` (the one
+:func:`rllm_zoo.boost` uses for any backbone): a forward hook on the last block, so every timm
 code path (``forward_features``, ``forward_intermediates``, ``features_only``,
 gradient checkpointing) runs it, and the ViT's state-dict keys stay timm's own:
 the booster's are ``booster.*``.
@@ -32,6 +33,7 @@ from torch import nn
 
 from .booster import VARIANTS, LLMBooster
 from .llm import DEFAULT_LLM, load_llm_block, referenced_block
+from .plug import attach_booster
 
 __all__ = ["BOOSTER_ARGS", "BoostedVisionTransformer", "booster_args", "default_hub_org"]
 
@@ -159,7 +161,8 @@ class BoostedVisionTransformer(VisionTransformer):
                 freeze=freeze_llm,
             )
             self._init_booster()
-            self.blocks[-1].register_forward_hook(self._apply_booster)
+        # the generic mechanism (rllm_zoo.plug): booster.* keys, a hook on the last block
+        attach_booster(self, self.booster)
         if vit_pretrained:
             _load_vit_part(self, vit_pretrained, vit_arch)
 
@@ -201,6 +204,7 @@ class BoostedVisionTransformer(VisionTransformer):
                 nn.init.zeros_(lin.bias)
 
     def _apply_booster(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        # the hook of models pickled before rllm_zoo.plug (new models use plug.BoosterHook)
         return self.booster(output) if self.booster is not None else output
 
     def trainable_parameters(self) -> list[nn.Parameter]:

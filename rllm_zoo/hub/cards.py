@@ -23,9 +23,11 @@ from torch import nn
 from ..llm.sources import LLM_PATH_ENV
 from .weights import llm_reference
 
-__all__ = ["CARD_TEMPLATE", "MEDMNIST_DATASET", "render_model_card", "template_path"]
+__all__ = ["BACKBONE_CARD", "CARD_TEMPLATE", "MEDMNIST_DATASET", "render_model_card", "template_path"]
 
 CARD_TEMPLATE = "model_card.md"
+#: The card of backbones boosted by rllm_zoo.boost (timm ``r_llm_boost``, boosted MONAI networks).
+BACKBONE_CARD = "backbone_card.md"
 #: The MedMNIST v2 dataset on the Hub (for cards' ``datasets`` metadata).
 MEDMNIST_DATASET = "albertvillanova/medmnist-v2"
 PROJECT_URL = "https://github.com/rllm-zoo/rllm_zoo"
@@ -89,6 +91,8 @@ def render_model_card(
     revision: str | None = None,
     license: str = "apache-2.0",
     template: str | Path | None = None,
+    summary: str | None = None,
+    context: dict[str, Any] | None = None,
 ) -> ModelCard:
     """Render the model card of a boosted model (see the module docstring).
 
@@ -107,7 +111,11 @@ def render_model_card(
         timm_tag: the ``name.tag`` a zoo tag is also reachable by.
         revision: the revision the snippets pin, if any.
         license: licence of the repo's content.
-        template: another template file (default: ``hub_cards/model_card.md``).
+        template: another template file, or the name of one shipped in ``hub_cards/`` (default:
+            ``model_card.md``).
+        summary: the card's first sentence (default: built from the dataset).
+        context: more template variables (they override the computed ones); ``library_name``,
+            ``pipeline_tag`` and ``tags`` there also set the card's metadata.
     """
     ref = llm_reference(model)
     booster = getattr(model, "booster", None)
@@ -161,11 +169,12 @@ def render_model_card(
     tags += ["monai", "3d"] if is_3d else ["timm"]
     if dataset_flag:
         tags.append(dataset_flag)
+    context = dict(context or {})
     data = ModelCardData(
-        library_name="monai" if is_3d else "timm",
-        pipeline_tag="image-classification",
+        library_name=context.pop("library_name", "monai" if is_3d else "timm"),
+        pipeline_tag=context.pop("pipeline_tag", "image-classification"),
         license=license,
-        tags=tags,
+        tags=context.pop("tags", tags),
         datasets=[MEDMNIST_DATASET] if dataset_flag else None,
         base_model=base_model,
         model_name=repo_id.split("/")[-1],
@@ -215,5 +224,13 @@ def render_model_card(
         llm_citation=_LLM_CITATIONS.get(base_model or ""),
         llm_path_env=LLM_PATH_ENV,
     )
-    path = Path(template) if template is not None else template_path()
+    if summary is not None:
+        kwargs["summary"] = summary
+    kwargs.update(context)
+    if template is None:
+        path = template_path()
+    elif Path(template).is_file():
+        path = Path(template)
+    else:
+        path = template_path(str(template))
     return ModelCard.from_template(data, template_str=path.read_text(encoding="utf-8"), **kwargs)

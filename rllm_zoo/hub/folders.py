@@ -29,7 +29,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ..data import DatasetInfo, Preprocessing
-from .cards import render_model_card
+from .cards import BACKBONE_CARD, render_model_card
 from .weights import llm_reference, rebuild_args, resolve_weights_mode, weights_for
 
 __all__ = ["PLOT_FILES", "is_3d_model", "save_pretrained"]
@@ -39,11 +39,26 @@ PLOT_FILES = ("curves.png", "roc.png")
 _WEIGHTS_META = "rllm_zoo.weights"
 
 
+def _is_monai_network(model: nn.Module) -> bool:
+    """A MONAI network built by ``create_network("<MONAI name>", ...)`` (ViT, UNETR, SwinUNETR, BasicUNet)."""
+    from ..monai.networks import MONAI_NETWORKS
+
+    return getattr(model, "network_name", None) in MONAI_NETWORKS and type(model).__module__.startswith(
+        "monai."
+    )
+
+
 def is_3d_model(model: nn.Module) -> bool:
-    """True for rllm_zoo.monai networks (published as MONAI bundles)."""
+    """True for rllm_zoo.monai networks and boosted MONAI networks (published as MONAI bundles)."""
     from ..monai import BoostedNetwork
 
-    return isinstance(model, BoostedNetwork)
+    return isinstance(model, BoostedNetwork) or _is_monai_network(model)
+
+
+def _is_zoo_vit(model: nn.Module) -> bool:
+    from ..timm_vit import BoostedVisionTransformer
+
+    return isinstance(model, BoostedVisionTransformer)
 
 
 def _check_model(model: nn.Module) -> None:
@@ -56,13 +71,36 @@ def _check_model(model: nn.Module) -> None:
         return
     if not hasattr(model, "booster_args") or not hasattr(model, "pretrained_cfg"):
         raise TypeError(
-            f"{type(model).__name__} is not an rllm_zoo model: push a timm 'rllm_*' model "
-            "(timm.create_model) or an rllm_zoo.monai network (create_network)"
+            f"{type(model).__name__} is not an rllm_zoo model: push a timm 'rllm_*' model, a timm model boosted "
+            "by rllm_zoo.boost (or timm.create_model('r_llm_boost', base=...)), or an rllm_zoo.monai network "
+            "(create_network)"
         )
+
+
+_LAYOUT_TEXT = {
+    "tokens": "tokens",
+    "channels_first": "feature map, flattened to tokens",
+    "channels_last": "channels-last feature map, flattened to tokens",
+}
+
+
+def _site_text(model: nn.Module) -> str:
+    site = getattr(model, "boost_site", None)
+    if site is None or getattr(model, "booster", None) is None:
+        return "no booster"
+    return f"booster after `{site.name}` ({_LAYOUT_TEXT[site.layout]}, width {site.dim})"
 
 
 def _vit_description(model: nn.Module) -> tuple[str, str, tuple[int, ...]]:
     """(architecture name, one-line encoder description, spatial input shape)."""
+    if _is_monai_network(model):
+        args = model.network_overrides
+        dims = int(args.get("spatial_dims", 3))
+        size = args.get("img_size")
+        if size is None:  # SwinUNETR / BasicUNet take any size divisible by 32 / 16
+            size = 64 if model.network_name == "SwinUNETR" else 32
+        shape = tuple(int(s) for s in size) if isinstance(size, (list, tuple)) else (int(size),) * dims
+        return model.network_name, f"MONAI {type(model).__name__}, {_site_text(model)}", shape
     if is_3d_model(model):
         shape = tuple(int(s) for s in model.img_size)
         desc = (
@@ -70,6 +108,11 @@ def _vit_description(model: nn.Module) -> tuple[str, str, tuple[int, ...]]:
             f"{'×'.join(map(str, model.patch_size))} patches"
         )
         return model.network_name, desc, shape
+    if not _is_zoo_vit(model):  # a timm backbone boosted by rllm_zoo.boost / r_llm_boost
+        shape = tuple(int(s) for s in model.pretrained_cfg["input_size"][1:])
+        base = model.booster_args.get("base") or "?"
+        desc = f"timm {type(model).__name__} `{base}`, {_site_text(model)}"
+        return model.pretrained_cfg.get("architecture", type(model).__name__), desc, shape
     pe = model.patch_embed
     shape = tuple(int(s) for s in pe.img_size)
     desc = (
@@ -77,6 +120,38 @@ def _vit_description(model: nn.Module) -> tuple[str, str, tuple[int, ...]]:
         f"{model.blocks[0].attn.num_heads} heads, {pe.patch_size[0]} px patches"
     )
     return model.pretrained_cfg.get("architecture", type(model).__name__), desc, shape
+
+
+def _card_context(model: nn.Module, shape: tuple[int, ...]) -> dict[str, Any] | None:
+    """Template and extra card fields for backbones boosted by rllm_zoo.boost (``None``: the zoo's card)."""
+    if not _is_monai_network(model) and (is_3d_model(model) or _is_zoo_vit(model)):
+        return None
+    bundle = _is_monai_network(model)
+    args = model.network_overrides if bundle else {}
+    in_chans = int(args.get("in_channels", 1)) if bundle else int(model.pretrained_cfg["input_size"][0])
+    kind = "volume" if len(shape) == 3 else "image"
+    segmentation = bundle and model.network_name != "ViT"
+    tags = ["medical", "r-llm", "monai" if bundle else "timm", f"{len(shape)}d"]
+    tags.append("image-segmentation" if segmentation else "image-classification")
+    return {
+        "template": BACKBONE_CARD,
+        "summary": (
+            f"MONAI `{model.network_name}` boosted by one frozen LLM layer (R-LLM)."
+            if bundle
+            else f"timm `{model.booster_args.get('base')}` boosted by one frozen LLM layer (R-LLM)."
+        ),
+        "context": {
+            "is_bundle": bundle,
+            "site": _site_text(model),
+            "in_chans": in_chans,
+            "input_description": f"{in_chans}-channel {'×'.join(map(str, shape))} {kind}",
+            "input_shape": ", ".join(map(str, shape)),
+            "library_name": "monai" if bundle else "timm",
+            "pipeline_tag": "image-segmentation" if segmentation else "image-classification",
+            "tags": tags,
+            "segmentation": segmentation,
+        },
+    }
 
 
 def _atomic_folder(dest: Path):
@@ -104,7 +179,11 @@ def save_pretrained(
     """Write ``model`` as a Hub repo folder (see the module docstring); return what was written.
 
     Args:
-        model: a timm ``rllm_*`` model or an ``rllm_zoo.monai`` network (from ``create_network``).
+        model: a timm ``rllm_*`` model, a timm model boosted by :func:`rllm_zoo.boost` (or
+            ``timm.create_model("r_llm_boost", base=...)``), or a network from
+            ``rllm_zoo.monai.create_network`` (a preset, or a boosted MONAI ``ViT`` / ``UNETR`` /
+            ``SwinUNETR`` / ``BasicUNet``, written as a network bundle: ``configs/inference.json``
+            with ``network_def``, ``configs/metadata.json``, ``models/model.pt``).
         folder: output folder (replaced atomically if it exists).
         weights: ``"auto"`` (full unless the LLM's licence forbids redistribution), ``"full"``
             or ``"delta"``.
@@ -147,11 +226,14 @@ def save_pretrained(
             (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
         for f in extra_files:
             shutil.copy2(f, tmp / Path(f).name)
-        if is_3d_model(model):
+        if _is_monai_network(model):
+            weights_file = _write_network_bundle(model, tmp, mode, dataset_flag)
+        elif is_3d_model(model):
             weights_file = _write_bundle(model, tmp, mode, dataset, preprocessing, metrics)
         else:
             weights_file = _write_timm(model, tmp, mode, dataset, preprocessing, model_args or {})
         arch, desc, shape = _vit_description(model)
+        extra = _card_context(model, shape) or {}
         license = "apache-2.0"
         if mode == "full" and ref and ref.get("source") and not ref.get("random_init"):
             from ..llm import may_redistribute
@@ -173,6 +255,7 @@ def save_pretrained(
             timm_tag=timm_tag,
             revision=revision,
             license=license,
+            **extra,
         )
         card.save(tmp / "README.md")
         files = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
@@ -194,13 +277,15 @@ def _write_timm(
     model_args: dict[str, Any],
 ) -> str:
     from timm.models._hub import save_config_for_hf
+    from timm.models._input import get_model_input_config
 
     from ..data import Preprocessing
     from ..timm_vit import booster_args
 
     if prep is None:
         prep = Preprocessing.from_timm(model.pretrained_cfg)
-    if prep.spatial_dims != 2 or prep.channels != model.patch_embed.proj.in_channels:
+    in_chans = int(get_model_input_config(model)["input_size"][0])
+    if prep.spatial_dims != 2 or prep.channels != in_chans:
         raise ValueError(f"preprocessing {prep.to_dict()} does not fit this 2D model's input")
     # the run's preprocessing, as timm data config: resolve_data_config + create_transform reproduce it
     model.pretrained_cfg = {**model.pretrained_cfg, **prep.timm_data_config()}
@@ -209,8 +294,12 @@ def _write_timm(
     args = {k: v for k, v in booster_args(model).items() if v is not None and k not in pinned}
     # explicit None: timm would otherwise keep the factory's recorded values (e.g. a previous llm_config)
     args.update(dict.fromkeys(pinned), **rebuild_args(model, mode))
-    pe = model.patch_embed
-    args.update(in_chans=pe.proj.in_channels, img_size=int(pe.img_size[0]), **model_args)
+    if _is_zoo_vit(model):
+        pe = model.patch_embed
+        args.update(in_chans=pe.proj.in_channels, img_size=int(pe.img_size[0]))
+    else:  # r_llm_boost: the base's own weights come from this repo, never from the base's tag
+        args.update(in_chans=in_chans, base_pretrained=None, base_pretrained_cfg_overlay=None)
+    args.update(model_args)
     model_config: dict[str, Any] = {}
     if dataset is not None:
         model_config["label_names"] = list(dataset.class_names)
@@ -274,6 +363,105 @@ def _write_bundle(
         elif rel == "configs/metadata.json":
             text = json.dumps(_bundle_metadata(json.loads(text), model, mode, metrics), indent=4) + "\n"
         path.write_text(text, encoding="utf-8")
+    (out / "models").mkdir(exist_ok=True)
+    torch.save(weights_for(model, mode), out / "models" / "model.pt")
+    return "models/model.pt"
+
+
+def _write_network_bundle(model: nn.Module, out: Path, mode: str, dataset_flag: str | None) -> str:
+    """A network bundle for a boosted MONAI network: metadata, inference.json (``network_def``), weights.
+
+    No training or evaluation configs (the zoo's bundles are MedMNIST classification); ``network_def``
+    pins the LLM layer like the presets' bundles, with literal arguments only.
+    """
+    from ..bundles.writer import BUNDLE_VERSION, REFERENCES, REQUIRED_PACKAGES, SCHEMA_URL, VERSIONS
+
+    pinned = ("llm", "llm_layer", "llm_revision", "llm_sha256", "llm_config", "llm_license", "llm_width")
+    net_args = {k: v for k, v in model.network_overrides.items() if k not in pinned}
+    net_args.update(rebuild_args(model, mode))
+    net_args["use_booster"] = model.booster is not None
+    if model.booster is not None:
+        net_args["booster"] = model.booster.variant
+    network_def = {"_target_": "rllm_zoo.monai.create_network", "name": model.network_name, **net_args}
+    try:
+        json.dumps(network_def)
+    except TypeError as e:
+        raise ValueError(
+            f"the network's arguments cannot be written to a bundle config ({e}); build it from plain values"
+        ) from e
+    inference = {
+        "imports": ["$import torch", "$import rllm_zoo.monai"],
+        "bundle_root": ".",
+        "device": "$torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')",
+        "network_def": network_def,
+        "network": "$@network_def.to(@device)",
+    }
+    args = model.network_overrides
+    _, _, shape = _vit_description(model)
+    in_ch = int(args.get("in_channels", 1))
+    out_ch = int(args.get("out_channels", args.get("num_classes", 2)))
+    segmentation = model.network_name != "ViT"
+    ref = llm_reference(model)
+    block = (
+        f"frozen layer {ref['layer']} of {ref['source']}"
+        if ref and ref.get("source")
+        else ("no LLM layer (mlp control)" if ref else "no booster (baseline)")
+    )
+    meta = {
+        "schema": SCHEMA_URL,
+        "version": BUNDLE_VERSION,
+        "changelog": {BUNDLE_VERSION: f"MONAI {model.network_name} boosted by rllm_zoo ({mode} weights)"},
+        "monai_version": VERSIONS["monai"],
+        "pytorch_version": VERSIONS["pytorch"],
+        "numpy_version": VERSIONS["numpy"],
+        "required_packages_version": dict(REQUIRED_PACKAGES),
+        "supported_apps": {},
+        "name": f"R-LLM {model.network_name}",
+        "task": f"{'segmentation' if segmentation else 'classification'} ({model.network_name})",
+        "description": (
+            f"MONAI {model.network_name} with an R-LLM booster ({_site_text(model)}; {block}). Weights "
+            f"({mode}) are in models/model.pt; configs/inference.json builds the network (network_def)."
+            + (f" Trained on {dataset_flag}." if dataset_flag else "")
+        ),
+        "authors": "rllm_zoo developers",
+        "copyright": "Copyright (c) 2026 rllm_zoo developers",
+        "intended_use": "Research on LLM boosters for medical imaging; not for clinical use.",
+        "references": list(REFERENCES),
+        "license": "Apache-2.0 (bundle code and configs)",
+        "network_data_format": {
+            "inputs": {
+                "image": {
+                    "type": "image",
+                    "format": "magnitude",
+                    "modality": "any",
+                    "num_channels": in_ch,
+                    "spatial_shape": list(shape),
+                    "dtype": "float32",
+                    "value_range": [],
+                    "is_patch_data": False,
+                    "channel_def": {str(i): f"channel {i}" for i in range(in_ch)},
+                }
+            },
+            "outputs": {
+                "pred": {
+                    "type": "image" if segmentation else "logits",
+                    "format": "segmentation" if segmentation else "classes",
+                    "num_channels": out_ch,
+                    "spatial_shape": list(shape) if segmentation else [out_ch],
+                    "dtype": "float32",
+                    "value_range": [],
+                    "is_patch_data": False,
+                    "channel_def": {str(i): f"class {i}" for i in range(out_ch)},
+                }
+            },
+        },
+    }
+    for rel, content in (("configs/inference.json", inference), ("configs/metadata.json", meta)):
+        path = out / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(content, indent=4, ensure_ascii=False) + "\n", encoding="utf-8")
+    (out / "docs").mkdir(exist_ok=True)
+    (out / "docs" / "README.md").write_text(meta["description"] + "\n", encoding="utf-8")
     (out / "models").mkdir(exist_ok=True)
     torch.save(weights_for(model, mode), out / "models" / "model.pt")
     return "models/model.pt"

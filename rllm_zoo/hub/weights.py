@@ -29,6 +29,7 @@ from ..llm.sources import portable_source
 __all__ = [
     "WEIGHT_MODES",
     "block_of",
+    "booster_of",
     "frozen_block_names",
     "llm_reference",
     "resolve_weights_mode",
@@ -45,17 +46,34 @@ ALIAS_HUB_IDS = {
 }
 
 
+def booster_of(model: nn.Module) -> nn.Module | None:
+    """The model's booster wherever it sits (``model.booster`` first, else the first ``LLMBooster``)."""
+    from ..plug import find_booster
+
+    found = find_booster(model)
+    return found[1] if found is not None else None
+
+
 def block_of(model: nn.Module) -> nn.Module | None:
     """The model's LLM block (``model.booster.block``), or ``None`` (baseline, mlp control)."""
-    booster = getattr(model, "booster", None)
+    booster = booster_of(model)
     return getattr(booster, "block", None) if booster is not None else None
 
 
 def frozen_block_names(model: nn.Module) -> set[str]:
-    """State-dict names of the LLM block's tensors (what a delta checkpoint leaves out)."""
-    if block_of(model) is None:
+    """State-dict names of the LLM block's tensors (what a delta checkpoint leaves out).
+
+    The block's prefix is found by module type (``booster.block.`` for every rllm_zoo model and
+    every :func:`rllm_zoo.boost`-ed backbone; ``<path>.booster.block.`` for a boosted model nested
+    in another module).
+    """
+    from ..plug import find_booster
+
+    found = find_booster(model)
+    if found is None or getattr(found[1], "block", None) is None:
         return set()
-    return {k for k in model.state_dict() if k.startswith("booster.block.")}
+    prefix = f"{found[0]}.block."
+    return {k for k in model.state_dict() if k.startswith(prefix)}
 
 
 def llm_reference(model: nn.Module) -> dict[str, Any] | None:
@@ -71,7 +89,7 @@ def llm_reference(model: nn.Module) -> dict[str, Any] | None:
         >>> ref["source"], ref["local_file"], ref["hub_id"]                                  # doctest: +SKIP
         ('my-llama', True, None)
     """
-    booster = getattr(model, "booster", None)
+    booster = booster_of(model)
     if booster is None:
         return None
     block = block_of(model)

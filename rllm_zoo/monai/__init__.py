@@ -2,7 +2,8 @@
 
 Networks: :class:`BoostedViT` (ViT3D / 2D ViT) and :class:`BoostedViViT` (factorised
 ViViT), both ``forward(x) -> logits (B, num_classes)``. Presets by name through
-:func:`create_network` / :func:`list_networks`. Bundle helpers: :func:`medmnist_records`
+:func:`create_network` / :func:`list_networks`, which also builds MONAI's own ``ViT``,
+``UNETR``, ``SwinUNETR`` and ``BasicUNet`` boosted (:mod:`rllm_zoo.monai.networks`). Bundle helpers: :func:`medmnist_records`
 (MedMNIST as MONAI records) and :class:`MetricsJSONSaver`. See ``examples/bundles/``.
 
 Example:
@@ -19,11 +20,13 @@ from .boosting import build_booster
 from .data import medmnist_records
 from .handlers import MetricsJSONSaver
 from .io import ReadVolumed
+from .networks import MONAI_NETWORKS, create_monai_network
 from .presets import PRESETS, create_network, list_networks, preset_config
 from .vit import BoostedViT
 from .vivit import BoostedViViT
 
 __all__ = [
+    "MONAI_NETWORKS",
     "PRESETS",
     "BoostedNetwork",
     "BoostedViT",
@@ -31,6 +34,7 @@ __all__ = [
     "MetricsJSONSaver",
     "ReadVolumed",
     "build_booster",
+    "create_monai_network",
     "create_network",
     "list_networks",
     "medmnist_records",

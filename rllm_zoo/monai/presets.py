@@ -19,6 +19,7 @@ from typing import Any
 
 from torch import nn
 
+from .networks import MONAI_NETWORKS, create_monai_network
 from .vit import BoostedViT
 from .vivit import BoostedViViT
 
@@ -79,9 +80,12 @@ def list_networks() -> list[str]:
 
 def _lookup(name: str) -> tuple[type[nn.Module], dict[str, Any], str]:
     if name not in PRESETS:
-        close = difflib.get_close_matches(str(name), PRESETS, n=3)
+        close = difflib.get_close_matches(str(name), [*PRESETS, *MONAI_NETWORKS], n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise ValueError(f"unknown network {name!r}{hint}; known networks: {', '.join(list_networks())}")
+        raise ValueError(
+            f"unknown network {name!r}{hint}; known networks: {', '.join(list_networks())}; "
+            f"MONAI networks (create_network only): {', '.join(MONAI_NETWORKS)}"
+        )
     return PRESETS[name]
 
 
@@ -131,7 +135,7 @@ def fit_patch_size(name: str, img_size: int | tuple[int, ...]) -> tuple[int, ...
 
 
 def create_network(name: str, **overrides: Any) -> nn.Module:
-    """Build the preset ``name``; ``overrides`` replace or add constructor arguments.
+    """Build the preset ``name`` (or a boosted MONAI network); ``overrides`` replace or add arguments.
 
     Any argument of :class:`BoostedViT` / :class:`BoostedViViT` can be overridden, e.g.
     ``num_classes``, ``in_channels``, ``llm`` (``"smollm2"``, ``"random:smollm2"``, ``None``),
@@ -143,13 +147,26 @@ def create_network(name: str, **overrides: Any) -> nn.Module:
     An ``img_size`` the preset's patch size does not divide gets a patch size that does
     (:func:`fit_patch_size`), recorded in ``net.network_overrides`` so bundles rebuild the same.
 
+    ``name`` may also be one of MONAI's networks (:data:`~rllm_zoo.monai.networks.MONAI_NETWORKS`:
+    ``"ViT"``, ``"UNETR"``, ``"SwinUNETR"``, ``"BasicUNet"``) with its own MONAI arguments plus the
+    same booster arguments and ``boost_at`` (see :mod:`rllm_zoo.monai.networks`).
+
     Example:
         >>> net = create_network("rllm_vit3d_small", use_booster=False)
         >>> net.booster is None
         True
         >>> create_network("rllm_vit3d_small", img_size=64, use_booster=False).patch_size
         (16, 16, 16)
+        >>> unetr = create_network("UNETR", in_channels=1, out_channels=2, img_size=32, feature_size=4,
+        ...                        hidden_size=32, mlp_dim=64, num_heads=4, llm="random:smollm2")
+        >>> unetr.boost_site.name
+        'vit.blocks.11'
     """
+    if name in MONAI_NETWORKS:
+        net = create_monai_network(name, **overrides)
+        net.network_name = name
+        net.network_overrides = dict(overrides)
+        return net
     cls, args, _ = _lookup(name)
     if "img_size" in overrides and "patch_size" not in overrides:
         patch = fit_patch_size(name, overrides["img_size"])

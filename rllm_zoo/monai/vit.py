@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..plug import attach_booster
 from .base import BoostedNetwork, transformer_stack
 from .boosting import build_booster
 
@@ -118,6 +119,8 @@ class BoostedViT(BoostedNetwork):
         )
         self.norm = nn.LayerNorm(hidden_size)
         self.head = nn.Linear(hidden_size, num_classes)
+        # the generic mechanism (rllm_zoo.plug): the booster runs on the last block's output
+        attach_booster(self, self.booster)
 
     @property
     def num_tokens(self) -> int:
@@ -133,8 +136,6 @@ class BoostedViT(BoostedNetwork):
         tokens = self.patch_embedding(x)
         cls = self.cls_token.expand(tokens.shape[0], -1, -1)
         tokens = torch.cat([cls, tokens], dim=1)
-        for block in self.blocks:
+        for block in self.blocks:  # the last one runs the booster (its forward hook)
             tokens = block(tokens)
-        if self.booster is not None:
-            tokens = self.booster(tokens)
         return self.norm(tokens)

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..plug import attach_booster
 from .base import BoostedNetwork, transformer_stack
 from .boosting import build_booster
 from .checks import (
@@ -127,6 +128,8 @@ class BoostedViViT(BoostedNetwork):
         )
         self.norm = nn.LayerNorm(hidden_size)
         self.head = nn.Linear(hidden_size, num_classes)
+        # the generic mechanism (rllm_zoo.plug): the booster runs on the last block's output
+        attach_booster(self, self.booster)
 
     def encode_slabs(self, x: torch.Tensor) -> torch.Tensor:
         """Spatial encoder: one CLS token per depth slab, ``(B, nD, hidden_size)``."""
@@ -146,8 +149,6 @@ class BoostedViViT(BoostedNetwork):
         slabs = self.encode_slabs(x)
         cls = self.temporal_cls_token.expand(slabs.shape[0], -1, -1)
         tokens = torch.cat([cls, slabs], dim=1)
-        for block in self.temporal_blocks:
+        for block in self.temporal_blocks:  # the last one runs the booster (its forward hook)
             tokens = block(tokens)
-        if self.booster is not None:
-            tokens = self.booster(tokens)
         return self.norm(tokens)
