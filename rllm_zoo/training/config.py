@@ -175,22 +175,26 @@ def _coerce(value: str, annotation: str) -> Any:
     return value
 
 
+def read_yaml_mapping(path: str | os.PathLike, what: str = "config keys") -> dict[str, Any]:
+    """A YAML file holding a mapping; a missing, malformed or non-mapping file is one clear error."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{path}: no such config file") from e
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{path}: not valid YAML ({first}); fix or delete the file") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a YAML mapping of {what}")
+    return data
+
+
 def load_config(
     path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None
 ) -> TrainConfig:
     """A config from YAML (optional), then ``overrides`` (already typed or CLI strings)."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            with open(path, encoding="utf-8") as f:
-                data = yaml.safe_load(f) or {}
-        except FileNotFoundError as e:
-            raise FileNotFoundError(f"{path}: no such config file") from e
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ValueError(f"{path}: not valid YAML ({first}); fix or delete the file") from e
-        if not isinstance(data, dict):
-            raise ValueError(f"{path} must hold a YAML mapping of config keys")
+    data = read_yaml_mapping(path, "config keys") if path is not None else {}
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     for key, value in {**data, **(overrides or {})}.items():
         if key not in fields:

@@ -62,10 +62,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..atomic import atomic_write_text
-from .config import TrainConfig, load_config
+from .config import TrainConfig, load_config, read_yaml_mapping
 
 __all__ = [
     "CONTROLS",
@@ -315,18 +313,7 @@ def load_sweep_spec(
         >>> spec.layers, spec.seeds, spec.train
         (['first', '0.5', '-1'], [0, 1], {'flag': 'retinamnist'})
     """
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            with open(path, encoding="utf-8") as f:
-                data = yaml.safe_load(f) or {}
-        except FileNotFoundError as e:
-            raise FileNotFoundError(f"{path}: no such config file") from e
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ValueError(f"{path}: not valid YAML ({first}); fix or delete the file") from e
-        if not isinstance(data, dict):
-            raise ValueError(f"{path} must hold a YAML mapping of sweep and config keys")
+    data = read_yaml_mapping(path, "sweep and config keys") if path is not None else {}
     nested = data.pop("train", None) or {}
     if not isinstance(nested, dict):
         raise ValueError(f"{path}: 'train' must be a mapping of config keys")
