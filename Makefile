@@ -5,7 +5,7 @@ PY := .venv/bin/python
 SHARED ?= ../shared
 MEDMNIST_ROOT ?= $(SHARED)/medmnist
 
-.PHONY: venv demo test lint fault-table bench-p1 bench-p2p3 bench-p4 results-table zoo-release zoo-table clean
+.PHONY: venv demo test lint conformance fault-table layer-sweep bench-p1 bench-p2p3 bench-p4 results-table zoo-release zoo-table clean
 
 venv:
 	@bash tools/bootstrap.sh
@@ -27,6 +27,11 @@ lint: venv
 test: lint
 	$(PY) -m pytest
 
+# timm's own tests/test_models.py (sdist of the installed timm, cached in .cache/conformance/) over the
+# rllm_* models and one boosted model per plug-and-play family -> docs/conformance.md / .json
+conformance: venv
+	$(PY) tools/conformance/run.py
+
 # run the fault-injection tests (marker fault) and write docs/reliability.md from their results
 fault-table: venv
 	$(PY) tools/fault_table.py
@@ -44,6 +49,21 @@ bench-p4: venv
 # hours on 2 CPU cores; resumable: rerun to continue, committed results are kept
 results-table: venv
 	$(PY) benchmarks/results_table.py --data-root $(MEDMNIST_ROOT)
+
+# which LLM layer boosts: benchmarks/sweeps/*.yaml (hours on 2 CPU cores; resumable: rerun to continue,
+# committed runs are skipped). Two single-thread processes share each sweep folder (lock files).
+SWEEP_PROCS ?= 2
+layer-sweep: venv
+	$(PY) -m rllm_zoo llms fetch gemma3-270m
+	$(PY) -m rllm_zoo llms fetch qwen2.5-0.5b
+	mkdir -p runs
+	for flag in retinamnist adrenalmnist3d; do \
+		for i in $$(seq $(SWEEP_PROCS)); do \
+			OMP_NUM_THREADS=1 $(PY) -m rllm_zoo sweep --config benchmarks/sweeps/$$flag.yaml \
+				--data-root $(MEDMNIST_ROOT) > runs/layer-sweep-$$flag-$$i.log 2>&1 & \
+		done; wait; \
+	done
+	$(PY) benchmarks/results_table.py --collect-only
 
 # the zoo's pretrained tags (best seed on val of each boosted arm) -> zoo/ and docs/pretrained.md
 zoo-release: venv

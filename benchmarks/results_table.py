@@ -242,7 +242,42 @@ def write_markdown(
             ]
         lines += _comparisons(arms)
         lines.append("")
+    lines += sweep_section(SWEEPS)
     atomic_write_text(out, "\n".join(lines))
+
+
+#: where `make layer-sweep` writes each dataset's sweep (benchmarks/sweeps/<flag>.yaml)
+SWEEPS = Path("benchmarks/results/sweep")
+
+
+def sweep_section(root: Path) -> list[str]:
+    """The layer sweeps' own reports (sweep.md, written by `rllm-zoo sweep`), one level down."""
+    reports = sorted(root.glob("*/sweep.md"))
+    if not reports:
+        return []
+    lines = [
+        "# Which LLM layer boosts: the layer sweep",
+        "",
+        "Produced by `make layer-sweep` (`rllm-zoo sweep --config benchmarks/sweeps/<flag>.yaml`), with the "
+        "tuned recipe of each dataset (rllm_zoo/training/recipes/). Each report below is the sweep's own "
+        "`sweep.md`; its runs' `metrics.json` are under the same folder. What it means for choosing a "
+        "layer: [choosing-a-layer.md](choosing-a-layer.md).",
+        "",
+    ]
+    for report in reports:
+        flag = report.parent.name
+        lines += [f"## {flag} sweep", "", f"From [{report}](../{report}).", ""]
+        for line in report.read_text(encoding="utf-8").splitlines():
+            if line.startswith("#"):
+                line = (
+                    "#" + line
+                    if line.startswith("## ") or line.startswith("### ")
+                    else "### " + line.lstrip("# ")
+                )
+            line = line.replace("](sweep.png)", f"](../{report.parent}/sweep.png)")
+            lines.append(line)
+        lines.append("")
+    return lines
 
 
 def main() -> None:

@@ -20,9 +20,10 @@ import json
 from pathlib import Path
 
 from rllm_zoo.hub.weights import llm_reference, resolve_weights_mode
-from rllm_zoo.hub.zoo import ZOO_ARMS, ZOO_MODELS, publish_zoo, release_zoo, select_best_seed
+from rllm_zoo.hub.zoo import ZOO_ARMS, ZOO_MODELS, publish_zoo, select_best_seed
 from rllm_zoo.training import fit
 from rllm_zoo.training.config import atomic_write_text, load_config
+from rllm_zoo.training.release import release_zoo
 
 
 def _mb(n: int) -> str:

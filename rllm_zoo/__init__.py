@@ -11,7 +11,7 @@ Example:
 
 from . import timm_boost, timm_vit  # noqa: F401  (register the rllm_vit_* family and r_llm_boost in timm)
 from .booster import VARIANTS, LLMBooster, UnitRMSNorm, trainable_parameters
-from .hub import HubError, load_from_hub, push_run, push_to_hub, save_pretrained
+from .hub import HubError, load_from_hub, push_to_hub, save_pretrained
 from .llm import (
     DEFAULT_LLM,
     BlockInfo,
@@ -26,6 +26,16 @@ from .plug import BoostSite, boost, find_booster
 from .timm_vit import BoostedVisionTransformer, booster_args
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # the training layer sits above the hub: imported on first use only
+    if name == "push_run":
+        from .training.package import push_run
+
+        return push_run
+    raise AttributeError(f"module 'rllm_zoo' has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_LLM",

@@ -19,16 +19,28 @@ Example:
     torch.Size([2, 50, 32])
     >>> [n for n, _ in booster.named_trainable_parameters()]
     ['adapter_in.weight', 'adapter_out.weight']
-"""
+    >>> sorted(frozen_state_names(booster))     # the frozen block's tensors are buffers
+    ['block.0.bias', 'block.0.weight']
 
-from __future__ import annotations
+A frozen block holds its weights as **buffers**: they stay in ``state_dict()`` under the same
+names (checkpoints, delta weights and sha256 checks are unchanged) but are not parameters, so
+no optimizer, DDP reducer or "every parameter gets a gradient" contract ever sees them.
+``freeze=False`` (fine-tuning, the ablation) keeps them as parameters.
+"""
 
 from collections.abc import Iterator
 
 import torch
 from torch import nn
 
-__all__ = ["VARIANTS", "LLMBooster", "UnitRMSNorm", "trainable_parameters"]
+__all__ = [
+    "VARIANTS",
+    "LLMBooster",
+    "UnitRMSNorm",
+    "frozen_state_names",
+    "parameter_counts",
+    "trainable_parameters",
+]
 
 VARIANTS: tuple[str, ...] = ("residual", "out", "hybrid", "none", "mlp")
 
@@ -51,6 +63,33 @@ class UnitRMSNorm(nn.Module):
 
     def extra_repr(self) -> str:
         return f"eps={self.eps}"
+
+
+#: attribute of a block listing the parameters :func:`_params_to_buffers` turned into buffers
+_FROZEN_ATTR = "_rllm_zoo_frozen"
+
+
+def _params_to_buffers(module: nn.Module) -> None:
+    """Re-register every parameter of ``module`` as a (persistent) buffer of the same name."""
+    moved: list[str] = list(getattr(module, _FROZEN_ATTR, []))
+    for prefix, m in module.named_modules():
+        for name, p in list(m._parameters.items()):
+            if p is None:
+                continue
+            del m._parameters[name]
+            m.register_buffer(name, p.detach(), persistent=True)
+            moved.append(f"{prefix}.{name}" if prefix else name)
+    object.__setattr__(module, _FROZEN_ATTR, moved)
+
+
+def _buffers_to_params(module: nn.Module) -> None:
+    """Undo :func:`_params_to_buffers` (trainable parameters again)."""
+    for full in getattr(module, _FROZEN_ATTR, []):
+        prefix, _, name = full.rpartition(".")
+        m = module.get_submodule(prefix) if prefix else module
+        t = m._buffers.pop(name)
+        m.register_parameter(name, nn.Parameter(t, requires_grad=True))
+    object.__setattr__(module, _FROZEN_ATTR, [])
 
 
 def _block_width(block: nn.Module | None) -> int | None:
@@ -125,12 +164,30 @@ class LLMBooster(nn.Module):
         self.block = block if variant != "mlp" else None
         self.post_norm = UnitRMSNorm(norm_eps) if (post_norm and self.block is not None) else nn.Identity()
         if self.block is not None:
-            # frozen (the paper): no gradients, always eval; unfrozen: the block is fine-tuned
-            self.block.requires_grad_(not self.freeze)
+            # frozen (the paper): weights as buffers, always eval; unfrozen: the block is fine-tuned
             if self.freeze:
+                _params_to_buffers(self.block)
                 self.block.eval()
+            else:
+                _buffers_to_params(self.block)
+                self.block.requires_grad_(True)
 
-    def train(self, mode: bool = True) -> LLMBooster:
+    def set_frozen(self, freeze: bool) -> "LLMBooster":
+        """Freeze (weights become buffers, eval mode) or unfreeze (parameters, trainable) the block."""
+        if self.block is None or bool(freeze) == self.freeze:
+            self.freeze = bool(freeze) if self.block is not None else self.freeze
+            return self
+        if freeze:
+            _params_to_buffers(self.block)
+            self.block.eval()
+        else:
+            _buffers_to_params(self.block)
+            self.block.requires_grad_(True)
+            self.block.train(self.training)
+        self.freeze = bool(freeze)
+        return self
+
+    def train(self, mode: bool = True) -> "LLMBooster":
         super().train(mode)
         if self.block is not None and self.freeze:
             self.block.eval()  # a frozen block never runs dropout
@@ -139,47 +196,81 @@ class LLMBooster(nn.Module):
     def run_block(self, h: torch.Tensor) -> torch.Tensor:
         """``B(h)``: the block followed by the optional unit RMSNorm."""
         assert self.block is not None
-        if torch.is_autocast_enabled(h.device.type):
-            out = self.block(h)
-        else:
-            p = next(self.block.parameters(), None)
-            dtype = p.dtype if p is not None and p.is_floating_point() else h.dtype
-            out = self.block(h.to(dtype))
-        if out.shape != h.shape:
-            raise RuntimeError(
-                f"the LLM block returned shape {tuple(out.shape)} for input {tuple(h.shape)}; "
-                "a booster block must map (B, N, llm_width) to the same shape"
-            )
+        return self._block_out(h)
+
+    def _block_out(self, h: torch.Tensor) -> torch.Tensor:
+        x = h
+        if not torch.jit.is_scripting():
+            # outside autocast the block runs in its own dtype; under autocast, in the caller's
+            # (fx records the graph outside autocast)
+            if _checks_off() or not _autocast_on(h):
+                dtype = _float_dtype(self.block)
+                if dtype is not None:
+                    x = h.to(dtype)
+        out = self.block(x)
+        if not torch.jit.is_scripting():
+            if not _checks_off() and out.shape != h.shape:
+                raise RuntimeError(
+                    f"the LLM block returned shape {tuple(out.shape)} for input {tuple(h.shape)}; "
+                    "a booster block must map (B, N, llm_width) to the same shape"
+                )
         return self.post_norm(out).to(h.dtype)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        if z.ndim != 3 or z.shape[-1] != self.dim:
-            raise ValueError(f"expected tokens of shape (B, N, {self.dim}), got {tuple(z.shape)}")
+        if not torch.jit.is_scripting():
+            if not _checks_off() and (z.ndim != 3 or z.shape[-1] != self.dim):
+                raise ValueError(f"expected tokens of shape (B, N, {self.dim}), got {tuple(z.shape)}")
         h = self.adapter_in(z)
         v = self.variant
-        if v == "mlp":
+        if self.block is None:  # the mlp control
             return self.adapter_out(h) + z
-        b = self.run_block(h)
-        if v == "residual":
-            return self.adapter_out(b + h)
-        if v == "out":
-            return self.adapter_out(b) + z
-        if v == "hybrid":
-            return self.adapter_out(b + h) + z
-        return self.adapter_out(b)  # none
+        else:
+            b = self._block_out(h)
+            if v == "residual":
+                return self.adapter_out(b + h)
+            if v == "out":
+                return self.adapter_out(b) + z
+            if v == "hybrid":
+                return self.adapter_out(b + h) + z
+            return self.adapter_out(b)  # none
 
+    @torch.jit.unused
     def named_trainable_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
         """(name, parameter) pairs an optimizer should receive."""
         for name, p in self.named_parameters():
             if p.requires_grad:
                 yield name, p
 
+    @torch.jit.unused
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Parameters an optimizer should receive: the adapters (and the block if unfrozen)."""
         return [p for _, p in self.named_trainable_parameters()]
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, llm_width={self.llm_width}, variant={self.variant!r}, freeze={self.freeze}"
+
+
+def _autocast_on(x: torch.Tensor) -> bool:
+    """``torch.is_autocast_enabled`` for ``x``'s device; False where autocast does not exist (meta)."""
+    kind = x.device.type
+    return kind in ("cpu", "cuda", "xpu", "mps", "hpu") and torch.is_autocast_enabled(kind)
+
+
+def _checks_off() -> bool:
+    """Shape checks step aside while ``torch.fx`` / ``torch.jit.trace`` record the graph."""
+    from torch.fx._symbolic_trace import is_fx_symbolic_tracing
+
+    return is_fx_symbolic_tracing() or torch.jit.is_tracing()
+
+
+def _float_dtype(block: nn.Module) -> torch.dtype | None:
+    for t in block.buffers():
+        if t.is_floating_point():
+            return t.dtype
+    for t in block.parameters():
+        if t.is_floating_point():
+            return t.dtype
+    return None
 
 
 def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
@@ -189,3 +280,34 @@ def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
         >>> opt = torch.optim.AdamW(trainable_parameters(torch.nn.Linear(2, 2)), lr=1e-3)
     """
     return [p for p in model.parameters() if p.requires_grad]
+
+
+def frozen_state_names(model: nn.Module) -> set[str]:
+    """State-dict names of the frozen LLM block tensors of every booster in ``model``.
+
+    These are what a delta checkpoint leaves out and what is re-read from the LLM source.
+
+    Example:
+        >>> frozen_state_names(torch.nn.Linear(2, 2))
+        set()
+    """
+    names: set[str] = set()
+    for prefix, m in model.named_modules():
+        if isinstance(m, LLMBooster) and m.block is not None and m.freeze:
+            head = f"{prefix}.block." if prefix else "block."
+            names |= {head + k for k in m.block.state_dict()}
+    names |= {n for n, p in model.named_parameters() if not p.requires_grad}
+    return names
+
+
+def parameter_counts(model: nn.Module) -> tuple[int, int]:
+    """``(trainable, frozen)`` element counts: frozen counts frozen LLM blocks and frozen parameters.
+
+    Example:
+        >>> parameter_counts(torch.nn.Linear(2, 2))
+        (6, 0)
+    """
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    state = model.state_dict(keep_vars=True)
+    frozen = sum(state[n].numel() for n in frozen_state_names(model) if n in state)
+    return trainable, frozen

@@ -209,7 +209,8 @@ def _package(args: argparse.Namespace) -> int:
 def _push(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .hub import push_run, push_to_hub
+    from .hub import push_to_hub
+    from .training.package import push_run
 
     src = Path(args.source)
     common = dict(weights=args.weights, private=args.private, revision=args.revision, tag=args.tag)
@@ -238,11 +239,11 @@ def _push(args: argparse.Namespace) -> int:
 
 
 def _pull(args: argparse.Namespace) -> int:
+    from .booster import parameter_counts
     from .hub import llm_reference, load_from_hub, save_pretrained
 
     model = load_from_hub(args.repo_id, revision=args.revision)
-    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    n_frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    n_train, n_frozen = parameter_counts(model)
     info = {
         "repo_id": args.repo_id,
         "revision": args.revision,

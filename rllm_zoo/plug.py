@@ -33,13 +33,15 @@ Example:
     torch.Size([1, 3])
     >>> sorted({k.split(".")[1] for k in model.state_dict() if k.startswith("booster.")})
     ['adapter_in', 'adapter_out', 'block']
-    >>> len(rllm_zoo.trainable_parameters(model)) < len(list(model.parameters()))  # block left out
+    >>> frozen = rllm_zoo.booster.frozen_state_names(model)  # the frozen block: buffers, not parameters
+    >>> len(frozen) > 0 and not frozen & {n for n, _ in model.named_parameters()}
     True
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -62,6 +64,7 @@ __all__ = [
     "family_of",
     "find_booster",
     "make_booster",
+    "prune_with_booster",
     "resolve_site",
 ]
 
@@ -353,24 +356,45 @@ def _resolve_site(
 
 
 def apply_booster(booster: LLMBooster, x: torch.Tensor, layout: str, where: str = "the site") -> torch.Tensor:
-    """``booster`` applied to ``x`` laid out as ``layout`` (feature maps are flattened to tokens and back)."""
-    if not isinstance(x, torch.Tensor):
+    """``booster`` applied to ``x`` laid out as ``layout`` (feature maps are flattened to tokens and back).
+
+    The checks step aside while ``torch.fx`` traces (``x`` is then a ``Proxy``), so a boosted model
+    traces into one graph with the booster in it.
+
+    Example:
+        >>> booster = LLMBooster(8, None, variant="mlp", llm_width=4)
+        >>> apply_booster(booster, torch.rand(2, 8, 3, 5), "channels_first").shape
+        torch.Size([2, 8, 3, 5])
+    """
+    traced = isinstance(x, torch.fx.Proxy)
+    if not traced and not isinstance(x, torch.Tensor):
         raise TypeError(
             f"the booster at {where} needs a tensor output, got {type(x).__name__}; boost another module (at=...)"
         )
     if layout == "tokens":
         return booster(x)
     channel = 1 if layout == "channels_first" else -1
-    if x.ndim < 3 or x.shape[channel] != booster.dim:
+    if not traced and (x.ndim < 3 or x.shape[channel] != booster.dim):
         raise ValueError(
             f"the booster at {where} expects {layout} feature maps with {booster.dim} channels, "
             f"got shape {tuple(x.shape)}"
         )
     if layout == "channels_first":
-        b, c, *spatial = x.shape
         out = booster(x.flatten(2).transpose(1, 2))
-        return out.transpose(1, 2).reshape(b, c, *spatial)
+        return out.transpose(1, 2).reshape(x.shape)
     return booster(x.reshape(x.shape[0], -1, x.shape[-1])).reshape(x.shape)
+
+
+def _hook_target(module: nn.Module) -> nn.Module:
+    """The module whose output is ``module``'s output and that every code path calls.
+
+    A plain ``nn.Sequential`` returns its last child's output; timm's gradient checkpointing
+    (``checkpoint_seq(..., flatten=True)``) calls the children of a stage and never the stage
+    itself, so the hook goes on the last child (recursively).
+    """
+    while type(module) is nn.Sequential and len(module) > 0:
+        module = module[-1]
+    return module
 
 
 class BoosterHook:
@@ -401,12 +425,17 @@ def attach_booster(
     at: int | str | BoostSite | None = None,
     *,
     layout: str | None = None,
+    hook: bool = True,
 ) -> nn.Module:
     """Register ``booster`` as ``model.booster`` and run it on the output of the site ``at``.
 
     The low-level half of :func:`boost` (which also builds the booster); ``at`` is as there, or a
     :class:`BoostSite` from :func:`resolve_site`. ``booster=None`` only records
     ``model.booster = None`` (the plain baseline). Returns ``model``.
+
+    ``hook=False`` registers the booster and its site without a forward hook: for model classes
+    whose own ``forward`` calls ``self.booster`` at the site (the zoo's networks do, so that
+    TorchScript and ``torch.fx`` see the call).
 
     Example:
         >>> import timm
@@ -441,9 +470,46 @@ def attach_booster(
         )
     module = model.get_submodule(site.name)
     model.booster = booster
-    module.register_forward_hook(BoosterHook(model, site))
+    if hook:
+        _hook_target(module).register_forward_hook(BoosterHook(model, site))
+        if callable(getattr(type(model), "prune_intermediate_layers", None)):
+            model.prune_intermediate_layers = functools.partial(prune_with_booster, model)
     model.boost_site = site
     return model
+
+
+def prune_with_booster(model: nn.Module, *args: Any, **kwargs: Any) -> Any:
+    """timm's ``prune_intermediate_layers`` on a plugged model: the booster goes with its site.
+
+    A model boosted by :func:`boost` runs the booster on the output of its site module. When
+    pruning removes that module (the site is after the last kept feature), the booster would be
+    left unused, so it is removed as well (``model.booster`` and ``model.boost_site`` become
+    ``None``); when the site is kept, so is the booster. :func:`boost` installs this as the
+    model's ``prune_intermediate_layers``.
+
+    Example:
+        >>> import timm
+        >>> net = boost(timm.create_model("resnet18"), llm=None, variant="mlp", llm_width=8)
+        >>> net.prune_intermediate_layers([2]), net.booster, net.boost_site
+        ([2], None, None)
+    """
+    site = getattr(model, "boost_site", None)
+    before = _submodule(model, site.name) if site is not None else None
+    taken = type(model).prune_intermediate_layers(model, *args, **kwargs)
+    if before is not None and _submodule(model, site.name) is not before:
+        for key, hook in list(_hook_target(before)._forward_hooks.items()):
+            if isinstance(hook, BoosterHook) and hook.owner is model:
+                del _hook_target(before)._forward_hooks[key]
+        model.booster = None
+        model.boost_site = None
+    return taken
+
+
+def _submodule(model: nn.Module, name: str) -> nn.Module | None:
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        return None
 
 
 def _check_not_boosted(model: nn.Module, allow: nn.Module | None = None) -> None:
@@ -646,6 +712,9 @@ def boost(
         first = next(model.parameters(), None)
         if first is not None:
             booster.to(first.device)  # where the backbone lives (the block keeps its dtype)
+            if first.is_floating_point():
+                booster.adapter_in.to(first.dtype)
+                booster.adapter_out.to(first.dtype)
         attach_booster(model, booster, site)
     if base is not None:
         from .timm_boost import as_boosted_cfg

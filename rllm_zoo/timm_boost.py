@@ -103,9 +103,15 @@ def _build(
     base_overlay: dict[str, Any] | None,
     boost_args: dict[str, Any],
     cache_dir: Any,
+    feature_cfg: dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> nn.Module:
-    """The base model (its own weights if asked), boosted."""
+    """The base model (its own weights if asked), boosted.
+
+    ``feature_cfg``: the ``features_only`` config timm applies after this returns; its
+    ``out_indices`` becomes the base family's default (the last 3 blocks of a token model, as timm's
+    ViTs; every stage of a CNN).
+    """
     import timm
 
     overlay = dict(base_overlay or {})
@@ -123,7 +129,15 @@ def _build(
         cache_dir=cache_dir,
         **kwargs,
     )
-    return boost_with_args(model, boost_args)
+    model = boost_with_args(model, boost_args)
+    if feature_cfg is not None and hasattr(model, "feature_info"):
+        from .plug import family_of
+
+        levels = len(model.feature_info)
+        feature_cfg["out_indices"] = (
+            min(3, levels) if family_of(model) == "timm token model" else tuple(range(levels))
+        )
+    return model
 
 
 def _filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
@@ -221,6 +235,8 @@ def r_llm_boost(
             base_overlay=base_pretrained_cfg_overlay,
             boost_args=boost_args,
             cache_dir=cache_dir,
+            # the base's own default feature levels, set once it is built (timm's default is 5 levels)
+            feature_cfg=feature_cfg if "out_indices" not in kwargs else None,
         ),
         ARCHITECTURE,
         pretrained,
@@ -231,10 +247,10 @@ def r_llm_boost(
         cache_dir=cache_dir,
         **kwargs,
     )
-    if not kwargs.get("features_only"):
-        # the input size the model was built for (timm keeps the base's nominal one)
-        model.pretrained_cfg = model.default_cfg = {
-            **model.pretrained_cfg,
-            "input_size": as_boosted_cfg(model.pretrained_cfg, model)["input_size"],
-        }
+    # the input size the model was built for (timm keeps the base's nominal one)
+    inner = model.model if kwargs.get("features_only") and hasattr(model, "model") else model
+    model.pretrained_cfg = model.default_cfg = {
+        **model.pretrained_cfg,
+        "input_size": as_boosted_cfg(model.pretrained_cfg, inner)["input_size"],
+    }
     return model

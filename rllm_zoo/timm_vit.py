@@ -12,11 +12,18 @@
     ...     "rllm_vit_small_patch16_224", llm="huggyllama/llama-7b", llm_layer=31)
 
 The booster sits after the last encoder block and before the final norm (the
-paper's place). It is attached by the generic mechanism of :mod:`rllm_zoo.plug` (the one
-:func:`rllm_zoo.boost` uses for any backbone): a forward hook on the last block, so every timm
-code path (``forward_features``, ``forward_intermediates``, ``features_only``,
-gradient checkpointing) runs it, and the ViT's state-dict keys stay timm's own:
-the booster's are ``booster.*``.
+paper's place). It is registered by the generic mechanism of :mod:`rllm_zoo.plug` (the one
+:func:`rllm_zoo.boost` uses for any backbone), so the ViT's state-dict keys stay timm's own and
+the booster's are ``booster.*``; unlike a plugged backbone, the zoo's ViT calls the booster
+itself in ``forward_features`` / ``forward_intermediates`` (no forward hook), so
+``torch.jit.script`` and ``torch.fx`` see the call. The timm contract (``docs/conformance.md``):
+
+* ``forward_features(x) == norm(booster(blocks(x)))``, and the final output of
+  ``forward_intermediates`` is the same tensor;
+* intermediates (taps, ``features_only``) are block outputs *before* the booster;
+* ``prune_intermediate_layers(i)`` keeps the booster after the last kept block;
+  ``prune_norm=True`` removes it together with the final norm (features end at the tap, as
+  timm's ``features_only``).
 """
 
 from __future__ import annotations
@@ -28,12 +35,15 @@ import torch
 from timm.data import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._builder import resolve_pretrained_cfg
+from timm.models._features import feature_take_indices
+from timm.models._manipulate import checkpoint, checkpoint_seq
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 from torch import nn
 
+from . import booster as _booster_module
 from .booster import VARIANTS, LLMBooster
 from .llm import DEFAULT_LLM, load_llm_block, referenced_block
-from .plug import attach_booster
+from .plug import BoosterHook, BoostSite, attach_booster
 
 __all__ = ["BOOSTER_ARGS", "BoostedVisionTransformer", "booster_args", "default_hub_org"]
 
@@ -104,7 +114,6 @@ class BoostedVisionTransformer(VisionTransformer):
     ) -> None:
         _validate_vit_args(kwargs)
         super().__init__(**kwargs)
-        self.patch_embed.register_forward_pre_hook(self._check_input)
         if booster in (None, False, "off"):
             booster = None  # the plain ViT baseline
         elif booster not in VARIANTS:
@@ -161,13 +170,28 @@ class BoostedVisionTransformer(VisionTransformer):
                 freeze=freeze_llm,
             )
             self._init_booster()
-        # the generic mechanism (rllm_zoo.plug): booster.* keys, a hook on the last block
-        attach_booster(self, self.booster)
+            # timm's device= / dtype= factory arguments: the ViT is built there, so is the booster
+            # (adapters in the ViT's dtype; the LLM block keeps its own, the booster casts)
+            if kwargs.get("device") is not None:
+                self.booster.to(device=kwargs["device"])
+            if kwargs.get("dtype") is not None:
+                self.booster.adapter_in.to(dtype=kwargs["dtype"])
+                self.booster.adapter_out.to(dtype=kwargs["dtype"])
+        # the generic mechanism (rllm_zoo.plug): booster.* keys and boost_site; no hook, the
+        # forward methods below call the booster (so TorchScript and torch.fx see it)
+        attach_booster(self, self.booster, hook=False)
         if vit_pretrained:
             _load_vit_part(self, vit_pretrained, vit_arch)
 
-    def _check_input(self, module: nn.Module, args: tuple) -> None:
-        x = args[0]
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        _drop_legacy_hooks(self)
+
+    @torch.jit.unused
+    def _check_image(self, x: torch.Tensor) -> None:
+        """Friendly one-line errors for a wrong input (eager only: skipped by TorchScript and fx)."""
+        if isinstance(x, torch.fx.Proxy) or _fx_tracing():
+            return
         want = self.patch_embed.proj.in_channels
         if x.ndim != 4 or x.shape[1] != want:
             raise ValueError(
@@ -196,6 +220,10 @@ class BoostedVisionTransformer(VisionTransformer):
                     "(or build the model with dynamic_img_pad=True)"
                 )
 
+    def _check_input(self, module: nn.Module, args: tuple) -> None:
+        # the pre-hook of models pickled before the booster was called explicitly (dropped on load)
+        self._check_image(args[0])
+
     def _init_booster(self) -> None:
         assert self.booster is not None
         for lin in (self.booster.adapter_in, self.booster.adapter_out):
@@ -206,6 +234,147 @@ class BoostedVisionTransformer(VisionTransformer):
     def _apply_booster(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
         # the hook of models pickled before rllm_zoo.plug (new models use plug.BoosterHook)
         return self.booster(output) if self.booster is not None else output
+
+    def forward_features(
+        self,
+        x: torch.Tensor,
+        attn_mask: torch.Tensor | None = None,
+        is_causal: bool = False,
+    ) -> torch.Tensor:
+        """Embeddings, blocks, the booster, the final norm: ``norm(booster(blocks(x)))``.
+
+        Example:
+            >>> import timm, torch
+            >>> model = timm.create_model("rllm_vit_micro_patch4_28", llm="random:smollm2").eval()
+            >>> model.forward_features(torch.rand(1, 3, 28, 28)).shape  # class token + 7x7 patches
+            torch.Size([1, 50, 192])
+        """
+        if not torch.jit.is_scripting():
+            self._check_image(x)
+        x = self.patch_embed(x)
+        x = self._pos_embed(x)
+        x = self.patch_drop(x)
+        x = self.norm_pre(x)
+        if attn_mask is not None or is_causal:
+            for blk in self.blocks:
+                x = blk(x, attn_mask=attn_mask, is_causal=is_causal)
+        elif self.grad_checkpointing and not torch.jit.is_scripting():
+            x = checkpoint_seq(self.blocks, x)
+        else:
+            x = self.blocks(x)
+        if self.booster is not None:
+            x = self.booster(x)
+        x = self.norm(x)
+        return x
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | None = None,
+        return_prefix_tokens: bool = False,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+        output_dict: bool = False,
+        attn_mask: torch.Tensor | None = None,
+        is_causal: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]] | dict[str, Any]:
+        """timm's ``forward_intermediates``; taps are block outputs *before* the booster.
+
+        The final output is ``norm(booster(x))`` of the last block that ran (equal to
+        :meth:`forward_features` without ``stop_early``). Arguments as timm's ViT.
+
+        Example:
+            >>> import timm, torch
+            >>> model = timm.create_model("rllm_vit_micro_patch4_28", llm="random:smollm2").eval()
+            >>> final, taps = model.forward_intermediates(torch.rand(1, 3, 28, 28), indices=2)
+            >>> final.shape, [t.shape for t in taps]
+            (torch.Size([1, 50, 192]), [torch.Size([1, 192, 7, 7]), torch.Size([1, 192, 7, 7])])
+        """
+        assert output_fmt in ("NCHW", "NLC"), "Output format must be one of NCHW or NLC."
+        if not torch.jit.is_scripting():
+            self._check_image(x)
+        reshape = output_fmt == "NCHW"
+        intermediates = []
+        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
+
+        B, _, height, width = x.shape
+        x = self.patch_embed(x)
+        x = self._pos_embed(x)
+        x = self.patch_drop(x)
+        x = self.norm_pre(x)
+
+        if torch.jit.is_scripting() or not stop_early:  # can't slice blocks in torchscript
+            blocks = self.blocks
+        else:
+            blocks = self.blocks[: max_index + 1]
+        for i, blk in enumerate(blocks):
+            if attn_mask is not None or is_causal:
+                x = blk(x, attn_mask=attn_mask, is_causal=is_causal)
+            elif self.grad_checkpointing and not torch.jit.is_scripting():
+                x = checkpoint(blk, x)
+            else:
+                x = blk(x)
+            if i in take_indices:
+                intermediates.append(self.norm(x) if norm else x)
+
+        if self.num_prefix_tokens:
+            prefix_tokens = [y[:, 0 : self.num_prefix_tokens] for y in intermediates]
+            intermediates = [y[:, self.num_prefix_tokens :] for y in intermediates]
+        else:
+            prefix_tokens = None
+        if reshape:
+            H, W = self.patch_embed.dynamic_feat_size((height, width))
+            intermediates = [y.reshape(B, H, W, -1).permute(0, 3, 1, 2).contiguous() for y in intermediates]
+
+        if output_dict:
+            result_dict: dict[str, Any] = {"image_intermediates": intermediates}
+            if prefix_tokens is not None and return_prefix_tokens:
+                result_dict["image_intermediates_prefix"] = prefix_tokens
+            if not intermediates_only:
+                result_dict["image_features"] = self.norm(self._boost(x))
+            return result_dict
+        if not torch.jit.is_scripting() and return_prefix_tokens and prefix_tokens is not None:
+            intermediates = list(zip(intermediates, prefix_tokens))
+        if intermediates_only:
+            return intermediates
+        x = self.norm(self._boost(x))
+        return x, intermediates
+
+    def _boost(self, x: torch.Tensor) -> torch.Tensor:
+        if self.booster is not None:
+            x = self.booster(x)
+        return x
+
+    def prune_intermediate_layers(
+        self,
+        indices: int | list[int] = 1,
+        prune_norm: bool = False,
+        prune_head: bool = True,
+    ) -> list[int]:
+        """timm's pruning; the booster stays after the last kept block, or goes with the norm.
+
+        ``prune_norm=True`` (what ``features_only`` does) removes the booster together with the
+        final norm: the features end at the tap, and no booster parameter is left unused.
+
+        Example:
+            >>> import timm
+            >>> model = timm.create_model("rllm_vit_micro_patch4_28", llm="random:smollm2")
+            >>> model.prune_intermediate_layers([2]), model.boost_site.name
+            ([2], 'blocks.2')
+            >>> model.prune_intermediate_layers([1], prune_norm=True), model.booster, model.boost_site
+            ([1], None, None)
+        """
+        take_indices = super().prune_intermediate_layers(
+            indices, prune_norm=prune_norm, prune_head=prune_head
+        )
+        if prune_norm:
+            self.booster = None
+            self.boost_site = None
+        elif self.booster is not None:
+            self.boost_site = BoostSite(f"blocks.{len(self.blocks) - 1}", self.embed_dim, "tokens")
+        return take_indices
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Parameters an optimizer should receive (the frozen LLM block is left out)."""
@@ -220,6 +389,31 @@ class BoostedVisionTransformer(VisionTransformer):
             (r"^norm", (99999,)),
         ]
         return matcher
+
+
+def _fx_tracing() -> bool:
+    """True while ``torch.fx`` traces (symbolic values cannot drive the input checks)."""
+    trace = getattr(torch.fx, "_symbolic_trace", None)
+    check = getattr(trace, "is_fx_symbolic_tracing", None) or getattr(trace, "is_fx_tracing", None)
+    return bool(check()) if check is not None else False
+
+
+def _drop_legacy_hooks(model: BoostedVisionTransformer) -> None:
+    """Remove the hooks of models pickled when the booster ran as a hook on the last block.
+
+    The class now calls the booster and the input check itself; keeping the old hooks would
+    run the booster twice.
+    """
+    legacy = {"_check_input", "_apply_booster"}
+    for module in model.modules():
+        for hooks in (module._forward_pre_hooks, module._forward_hooks):
+            for key, hook in list(hooks.items()):
+                func = getattr(hook, "__func__", None)
+                bound = getattr(hook, "__self__", None)
+                if isinstance(hook, BoosterHook) or (
+                    bound is model and getattr(func, "__name__", None) in legacy
+                ):
+                    del hooks[key]
 
 
 def _mlp_width(llm: str | None, layer: int, revision: str | None) -> int:
@@ -299,9 +493,7 @@ def _filter_fn(
     taken from the block the model already holds (read from its source and checked against
     ``llm_sha256`` at construction), so timm's strict load still catches any other gap.
     """
-    frozen = {
-        n for n, p in model.named_parameters() if not p.requires_grad and n.startswith("booster.block.")
-    }
+    frozen = _frozen_block_names(model)
     if frozen and not any(k.startswith("booster.block.") for k in state_dict):
         if model.booster.block.info.extra.get("rebuilt_from_config"):
             raise ValueError(
@@ -315,6 +507,17 @@ def _filter_fn(
     out = checkpoint_filter_fn(rest, model)
     out.update(boost)
     return out
+
+
+def _frozen_block_names(model: BoostedVisionTransformer) -> set[str]:
+    """State-dict names of the frozen LLM block (parameters or buffers, whichever holds it)."""
+    names = getattr(_booster_module, "frozen_state_names", None)
+    if names is not None:
+        return {n for n in names(model) if n.startswith("booster.block.")}
+    booster = model.booster
+    if booster is None or booster.block is None or not booster.freeze:
+        return set()
+    return {k for k in model.state_dict() if k.startswith("booster.block.")}
 
 
 def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> BoostedVisionTransformer:
@@ -354,7 +557,7 @@ def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> BoostedVis
         )
     except Exception as e:
         if hub_id and _is_hub_error(e):
-            from .hub.errors import remove_partial_downloads
+            from .hf_cache import remove_partial_downloads
 
             remove_partial_downloads(hub_id.split("@")[0])
             if "EntryNotFound" in type(e).__name__ and "model.safetensors" in str(e):

@@ -23,6 +23,7 @@ def tiny_config(model_type: str):
         "llama": dict(intermediate_size=96, num_key_value_heads=2),
         "mistral": dict(intermediate_size=96, num_key_value_heads=2, sliding_window=None),
         "qwen2": dict(intermediate_size=96, num_key_value_heads=2),
+        "qwen3": dict(intermediate_size=96, num_key_value_heads=2, head_dim=16),
         "gemma": dict(intermediate_size=96, num_key_value_heads=1, head_dim=16),
         "gemma2": dict(intermediate_size=96, num_key_value_heads=2, head_dim=16),
         "gemma3_text": dict(intermediate_size=96, num_key_value_heads=2, head_dim=16, sliding_window=8),

@@ -17,6 +17,7 @@ from torch import nn
 
 import rllm_zoo
 from rllm_zoo import boost, trainable_parameters
+from rllm_zoo.booster import frozen_state_names
 from rllm_zoo.hub import load_from_hub, push_to_hub
 from rllm_zoo.hub.pull import load_from_folder
 from rllm_zoo.hub.weights import frozen_block_names, llm_reference
@@ -123,16 +124,17 @@ def _monai(name: str, **kw) -> nn.Module:
 
 
 def _check_frozen_block(model: nn.Module) -> None:
-    """After a backward pass: the block got no gradient and is out of every optimizer; the adapters learn."""
-    block = list(model.booster.block.parameters())
-    assert block and all(not p.requires_grad and p.grad is None for p in block)
-    trainable = {id(p) for p in trainable_parameters(model)}
-    assert not trainable & {id(p) for p in block}
+    """After a backward pass: the block is held as buffers (no gradient, out of every optimizer); the adapters learn."""
+    state = model.state_dict(keep_vars=True)
+    block = {id(state[n]) for n in frozen_state_names(model)}
+    assert block and not any(state[n].requires_grad for n in frozen_state_names(model))
+    assert not {id(p) for p in model.parameters()} & block  # buffers, not parameters
+    assert not {id(p) for p in trainable_parameters(model)} & block
     assert (
         model.booster.adapter_in.weight.grad is not None and model.booster.adapter_out.weight.grad is not None
     )
     opt = timm.optim.create_optimizer_v2(model, opt="adamw", lr=1e-3)
-    assert not {id(p) for g in opt.param_groups for p in g["params"]} & {id(p) for p in block}
+    assert not {id(p) for g in opt.param_groups for p in g["params"]} & block
 
 
 # ------------------------------------------------------------------ timm: every family
@@ -423,7 +425,7 @@ def test_unetr_segmentation_step_on_a_3d_volume(llm):
     grid = torch.stack(torch.meshgrid(*[torch.linspace(-1, 1, 32)] * 3, indexing="ij"))
     label = (grid.square().sum(0) < 0.4).long()[None, None]  # a sphere
     image = label.float() + 0.1 * torch.randn(1, 1, 32, 32, 32)
-    block_before = [p.clone() for p in net.booster.block.parameters()]
+    block_before = [t.clone() for t in net.booster.block.state_dict().values()]
     opt = torch.optim.AdamW(trainable_parameters(net), lr=1e-3)
     loss_fn = DiceLoss(to_onehot_y=True, softmax=True)
     logits = net(image)
@@ -433,7 +435,7 @@ def test_unetr_segmentation_step_on_a_3d_volume(llm):
     _check_frozen_block(net)
     opt.step()
     assert torch.isfinite(loss) and all(
-        torch.equal(a, b) for a, b in zip(block_before, net.booster.block.parameters())
+        torch.equal(a, b) for a, b in zip(block_before, net.booster.block.state_dict().values())
     )
 
 
@@ -520,3 +522,30 @@ def test_backbones_doc_is_the_scripts_output():
         "MONAI BasicUNet",
     }
     assert saved["llm"] == "smollm2" and all(0 < r["booster_share"] < 1 for r in saved["rows"])
+
+
+@pytest.mark.parametrize("name", ["resnet18", "vit_tiny_patch16_224"])
+def test_plugged_model_keeps_timms_contracts(name, llm):
+    """Gradient checkpointing keeps the booster; pruning keeps it with its site, or removes it with the site."""
+    kw = {"img_size": 32, "depth": 3} if name.startswith("vit") else {}
+    model = boost(timm.create_model(name, num_classes=3, **kw), llm=llm).eval()
+    x = _x((3, 32, 32))
+    with torch.no_grad():
+        y = model(x)
+        model.set_grad_checkpointing()  # resnet's checkpointing calls the stage's blocks, not the stage
+        torch.testing.assert_close(model(x), y)
+        model.set_grad_checkpointing(False)
+    last = len(model.feature_info) - 1
+    kept = copy.deepcopy(model)
+    kept.prune_intermediate_layers([last], prune_head=False)
+    with torch.no_grad():
+        torch.testing.assert_close(kept(x), y)
+    assert kept.booster is not None and kept.boost_site == model.boost_site
+    pruned = copy.deepcopy(model)
+    take = pruned.prune_intermediate_layers([last - 1])
+    assert pruned.booster is None and pruned.boost_site is None  # its site is gone: so is the booster
+    assert not any(k.startswith("booster.") for k in pruned.state_dict()) and model.booster is not None
+    pruned.train()
+    feats = pruned.forward_intermediates(x, indices=take, intermediates_only=True)
+    (feats[0].sum() + pruned.forward_features(x).sum()).backward()
+    assert [n for n, p in pruned.named_parameters() if p.grad is None] == []

@@ -145,3 +145,54 @@ def test_block_returning_wrong_shape_is_reported():
 
     with pytest.raises(RuntimeError, match="must map \\(B, N, llm_width\\) to the same shape"):
         LLMBooster(DIM, Bad())(torch.randn(1, 2, DIM))
+
+
+def test_frozen_block_is_held_as_buffers_under_the_same_names():
+    from rllm_zoo.booster import frozen_state_names, parameter_counts
+
+    frozen, tuned = LLMBooster(DIM, Doubler()), LLMBooster(DIM, Doubler(), freeze=False)
+    assert set(frozen.state_dict()) == set(tuned.state_dict())  # checkpoints fit both ways
+    assert not list(frozen.block.parameters()) and [n for n, _ in frozen.block.named_buffers()] == ["w"]
+    assert frozen_state_names(frozen) == {"block.w"} and frozen_state_names(tuned) == set()
+    assert parameter_counts(frozen) == (2 * DIM * WIDTH, WIDTH)
+    assert parameter_counts(tuned) == (2 * DIM * WIDTH + WIDTH, 0)
+    frozen.load_state_dict(tuned.state_dict())  # strict: same keys
+    # the contract timm checks: every parameter gets a gradient, the frozen block needs none
+    frozen(torch.randn(2, 3, DIM)).sum().backward()
+    assert all(p.grad is not None for p in frozen.parameters())
+    frozen.set_frozen(False)
+    assert [n for n, _ in frozen.block.named_parameters()] == ["w"] and frozen.block.w.requires_grad
+    frozen.set_frozen(True)
+    assert not list(frozen.block.parameters())
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_booster_scripts_traces_exports_like_eager(variant, tiny_llm_dir):
+    """With a LLaMA-family block (native twin): script, trace, fx, compile, export, meta == eager."""
+    import rllm_zoo
+
+    folder = str(tiny_llm_dir("llama"))
+    block = rllm_zoo.load_llm_block(folder, layer=1) if variant != "mlp" else None
+    booster = LLMBooster(DIM, block, variant=variant, llm_width=64).eval()
+    z = torch.randn(2, 5, DIM)
+    z3 = torch.randn(3, 7, DIM)
+    with torch.no_grad():
+        ref, ref3 = booster(z), booster(z3)
+        runs = {
+            "script": torch.jit.script(booster),
+            "trace": torch.jit.trace(LLMBooster(DIM, block, variant=variant, llm_width=64).eval(), z),
+            "fx": torch.fx.symbolic_trace(booster),
+            "export": torch.export.export(booster, (z,)).module(),
+        }
+        runs["trace"].load_state_dict(booster.state_dict())
+        for name, fn in runs.items():
+            torch.testing.assert_close(fn(z), ref, atol=1e-5, rtol=1e-5, msg=name)
+        torch.testing.assert_close(runs["script"](z3), ref3, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(runs["trace"](z3), ref3, atol=1e-5, rtol=1e-5)  # not frozen to one shape
+        compiled = torch.compile(booster, fullgraph=True)
+        torch.testing.assert_close(compiled(z), ref, atol=1e-5, rtol=1e-5)
+    with torch.device("meta"):
+        meta_block = rllm_zoo.load_llm_block(folder, layer=1) if variant != "mlp" else None
+        meta = LLMBooster(DIM, meta_block, variant=variant, llm_width=64)
+        out = meta(torch.randn(2, 5, DIM))
+    assert out.device.type == "meta" and out.shape == ref.shape

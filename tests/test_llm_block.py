@@ -12,6 +12,7 @@ from torch import nn
 import rllm_zoo
 from rllm_zoo import CheckpointError, LLMBooster, load_llm_block
 from rllm_zoo.llm import TESTED_FAMILIES, LLMSourceError, UnsupportedArchitectureError, tensor_sha256
+from rllm_zoo.llm.native import NATIVE_FAMILIES
 
 
 def _full_model(folder):
@@ -81,6 +82,22 @@ def test_block_equals_transformers_layer(model_type, tiny_llm_dir):
     with torch.no_grad():
         y = block(x)
     torch.testing.assert_close(y, _paper_mode_reference(model, k, x), atol=1e-5, rtol=1e-5)
+    # LLaMA-family layers run as a pure-torch twin: scriptable and fx-traceable, same outputs
+    assert block.native == (model_type in NATIVE_FAMILIES)
+    if block.native:
+        assert set(block.state_dict()) == {f"layer.{n}" for n in _layers(model)[k].state_dict()}
+        with torch.no_grad():
+            torch.testing.assert_close(torch.jit.script(block)(x), y, atol=1e-6, rtol=1e-6)
+            torch.testing.assert_close(torch.fx.symbolic_trace(block)(x), y, atol=1e-6, rtol=1e-6)
+        # causal without rotary (native) equals transformers' layer with a causal mask
+        causal = load_llm_block(str(folder), layer=k, causal=True)
+        assert causal.native
+        ref = load_llm_block(str(folder), layer=k, causal=True, rotary=True)
+        assert not ref.native
+        ref._rotary_dim = int(ref._rotary_call(x[:1, :1], torch.zeros(1, 1, dtype=torch.long))[0].shape[-1])
+        ref.use_rotary = False  # the transformers layer with identity rotation and a causal mask
+        with torch.no_grad():
+            torch.testing.assert_close(causal(x), ref(x), atol=1e-5, rtol=1e-5)
 
     # with the ablation switches on, it is exactly the layer inside the full forward pass
     ids = torch.randint(0, 128, (2, 7))

@@ -1,4 +1,5 @@
-"""rllm_zoo.monai networks: shapes, gradients, frozen LLM block, variants, presets and input errors."""
+"""rllm_zoo.monai networks: shapes, gradients, frozen LLM block, variants, presets, input errors, and
+the compilers and exporters (meta device, TorchScript, jit.trace, torch.fx, torch.compile, torch.export)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import torch
 from torch import nn
 
 from rllm_zoo import VARIANTS
+from rllm_zoo.booster import frozen_state_names, parameter_counts
 from rllm_zoo.monai import (
     BoostedViT,
     BoostedViViT,
@@ -60,17 +62,20 @@ def test_forward_backward_and_frozen_block(family):
     assert logits.shape == (2, 3)
     logits.square().mean().backward()
     trainable = {id(p) for p in net.trainable_parameters()}
-    for p in block.parameters():
-        assert not p.requires_grad and p.grad is None and id(p) not in trainable
+    frozen = list(block.state_dict(keep_vars=True).values())  # parameters or buffers
+    assert frozen
+    for t in frozen:
+        assert not t.requires_grad and t.grad is None and id(t) not in trainable
+    assert {f"booster.block.{k}" for k in block.state_dict()} <= frozen_state_names(net)
     # every trainable parameter gets a gradient (what DDP needs)
     missing = [n for n, p in net.named_trainable_parameters() if p.grad is None]
     assert missing == []
     assert {id(p) for p in net.booster.adapter_in.parameters()} <= trainable
     assert {id(p) for p in net.booster.adapter_out.parameters()} <= trainable
     # an optimizer built from trainable_parameters() leaves the block alone
-    before = [p.clone() for p in block.parameters()]
+    before = [t.clone() for t in frozen]
     torch.optim.SGD(net.trainable_parameters(), lr=0.1).step()
-    assert all(torch.equal(a, b) for a, b in zip(before, block.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(before, block.state_dict().values()))
 
 
 @pytest.mark.parametrize("family", ["vit3d", "vit2d", "vivit"])
@@ -189,10 +194,10 @@ def test_real_smollm2_booster():
     logits = net(x)
     assert logits.shape == (2, 2) and torch.isfinite(logits).all()
     logits.sum().backward()
-    block_ids = {id(p) for p in net.booster.block.parameters()}
-    assert sum(p.numel() for p in net.booster.block.parameters()) > 3_000_000
-    assert not block_ids & {id(p) for p in net.trainable_parameters()}
-    assert all(p.grad is None for p in net.booster.block.parameters())
+    block = list(net.booster.block.state_dict(keep_vars=True).values())  # frozen weights: buffers
+    assert parameter_counts(net)[1] >= sum(t.numel() for t in block) > 3_000_000
+    assert not {id(t) for t in block} & {id(p) for p in net.trainable_parameters()}
+    assert all(t.grad is None for t in block)
     # the booster adds exactly the two adapters to what the optimizer receives
     plain = create_network("rllm_vit3d_small", use_booster=False)
     assert len(net.trainable_parameters()) == len(plain.trainable_parameters()) + 2
@@ -257,3 +262,160 @@ def test_2d_network_rejects_volumes():
     net = small_net("vit2d", llm=None)
     with pytest.raises(ValueError, match=r"expected a 4D tensor \(B, C, H, W\) for spatial_dims=2"):
         net(torch.rand(1, 3, 28, 28, 28))
+
+
+# ---------------------------------------------------------------- compilers and exporters
+# The 3D presets, shrunk, with a real (tiny random) llama decoder layer as the frozen block: each
+# compiled or exported form must give the eager outputs (1e-5) on a batch it was not built with.
+
+EXPORT_PRESETS = {
+    "vit3d": ("rllm_vit3d_small", {}),
+    "vivit": ("rllm_vivit_tiny", {"num_temporal_layers": 1}),
+}
+ATOL = 1e-5
+
+
+def preset_net(family: str, llm: object, **kw) -> nn.Module:
+    """A shrunk 3D preset (rllm_vit3d_small / rllm_vivit_tiny) with the booster on ``llm``."""
+    name, extra = EXPORT_PRESETS[family]
+    small = dict(hidden_size=32, mlp_dim=64, num_heads=4, num_layers=1, num_classes=2)
+    return create_network(name, llm=llm, **small, **extra, **kw)
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tiny_llm_dir) -> str:
+    return str(tiny_llm_dir("llama"))
+
+
+@pytest.fixture
+def fresh(tiny_llama):
+    """Factory: a freshly built preset in eval mode that has never run a forward (seeded)."""
+
+    def make(family: str) -> nn.Module:
+        torch.manual_seed(0)
+        return preset_net(family, tiny_llama).eval()
+
+    return make
+
+
+def volumes(batch: int = 3) -> torch.Tensor:
+    return torch.rand(batch, 1, 28, 28, 28, generator=torch.Generator().manual_seed(batch))
+
+
+def assert_like_eager(net: nn.Module, out: torch.Tensor, x: torch.Tensor) -> None:
+    with torch.no_grad():
+        ref = net(x)
+    assert out.shape == ref.shape == (x.shape[0], 2)
+    torch.testing.assert_close(out, ref, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("family", EXPORT_PRESETS)
+def test_booster_is_called_by_forward_not_by_a_hook(family):
+    net = small_net(family if family == "vivit" else "vit3d")
+    site = "temporal_blocks.0" if family == "vivit" else "blocks.0"
+    assert net.boost_site.name == site and net.boost_site.layout == "tokens"
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in net.modules())
+    x = sample("vivit" if family == "vivit" else "vit3d")
+    with torch.no_grad():
+        boosted = net(x)
+        net.booster = None  # the plain path: forward skips the booster
+        plain = net(x)
+    assert not torch.allclose(boosted, plain)
+
+
+def test_networks_pickled_with_a_booster_hook_run_the_booster_once():
+    import copy
+
+    from rllm_zoo.plug import BoosterHook
+
+    net = small_net("vit3d").eval()
+    x = sample("vit3d")
+    with torch.no_grad():
+        expected = net(x)
+    net.blocks[-1].register_forward_hook(BoosterHook(net, net.boost_site))  # as networks built before
+    twin = copy.deepcopy(net)  # __setstate__ drops the old hook
+    assert not twin.blocks[-1]._forward_hooks
+    with torch.no_grad():
+        torch.testing.assert_close(twin(x), expected)
+
+
+@pytest.mark.parametrize("family", EXPORT_PRESETS)
+def test_meta_device_build_and_forward(family, tiny_llama):
+    with torch.device("meta"):
+        net = preset_net(family, tiny_llama)
+        out = net(torch.empty(3, 1, 28, 28, 28))
+    assert out.shape == (3, 2) and out.device.type == "meta"
+    assert {t.device.type for t in net.state_dict().values()} == {"meta"}
+
+
+@pytest.mark.parametrize("family", EXPORT_PRESETS)
+def test_meta_device_plain_network(family):
+    with torch.device("meta"):
+        net = preset_net(family, None, use_booster=False)
+        assert net(torch.empty(2, 1, 28, 28, 28)).shape == (2, 2)
+
+
+@pytest.mark.parametrize("family", EXPORT_PRESETS)
+def test_torchscript_matches_eager(family, fresh):
+    net = fresh(family)
+    scripted = torch.jit.script(net)
+    x = volumes()
+    with torch.no_grad():
+        out = scripted(x)
+    assert_like_eager(net, out, x)
+
+
+@pytest.mark.parametrize("family", EXPORT_PRESETS)
+def test_jit_trace_of_a_fresh_model_matches_eager(family, fresh):
+    import warnings
+
+    net = fresh(family)  # traced before any eager call: no state may be set lazily by a first forward
+    x = volumes()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", torch.jit.TracerWarning)  # nothing baked in from Python values
+        traced = torch.jit.trace(net, volumes(1), check_trace=True, check_inputs=[(volumes(2),)])
+    with torch.no_grad():
+        out = traced(x)  # another batch size than the traced one
+    assert_like_eager(net, out, x)
+
+
+@pytest.mark.parametrize("family", EXPORT_PRESETS)
+def test_fx_symbolic_trace_matches_eager(family, fresh):
+    net = fresh(family)
+    graph = torch.fx.symbolic_trace(net)
+    assert "booster" in graph.code  # the booster is part of the graph, not a hook
+    x = volumes()
+    with torch.no_grad():
+        out = graph(x)
+    assert_like_eager(net, out, x)
+
+
+@pytest.mark.parametrize("family", EXPORT_PRESETS)
+def test_torch_compile_fullgraph_matches_eager(family, fresh):
+    torch._dynamo.reset()
+    net = fresh(family)
+    compiled = torch.compile(net, fullgraph=True)
+    x = volumes()
+    with torch.no_grad():
+        out = compiled(x)
+    assert_like_eager(net, out, x)
+
+
+@pytest.mark.parametrize("family", EXPORT_PRESETS)
+def test_torch_export_with_a_dynamic_batch_matches_eager(family, fresh):
+    net = fresh(family)
+    batch = torch.export.Dim("batch", min=1, max=64)
+    program = torch.export.export(net, (volumes(2),), dynamic_shapes=({0: batch},))
+    x = volumes()
+    with torch.no_grad():
+        out = program.module()(x)
+    assert_like_eager(net, out, x)
+
+
+@pytest.mark.parametrize("family", EXPORT_PRESETS)
+def test_input_checks_stay_in_eager_mode(family, fresh):
+    net = fresh(family)
+    with pytest.raises(ValueError, match=r"expected 1 input channel\(s\), got 2"):
+        net(torch.rand(1, 2, 28, 28, 28))
+    scripted = torch.jit.script(net)  # compiled without the Python checks
+    assert "check_input" not in scripted.code

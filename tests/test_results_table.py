@@ -71,3 +71,16 @@ def test_results_table_smoke(medmnist_root, tmp_path):
         ensure_checkpoints(
             tmp_path / "runs", tmp_path / "results", str(medmnist_root), flags=("retinamnist",)
         )
+
+
+def test_sweep_reports_join_the_results_page(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import results_table
+
+    assert results_table.sweep_section(tmp_path) == []  # no sweep yet: nothing added
+    folder = tmp_path / "retinamnist"
+    folder.mkdir()
+    (folder / "sweep.md").write_text("# Sweep\n\n## Arms\n\n| a |\n\n![plot](sweep.png)\n")
+    lines = results_table.sweep_section(tmp_path)
+    assert "## retinamnist sweep" in lines and "### Sweep" in lines and "### Arms" in lines
+    assert f"![plot](../{folder}/sweep.png)" in lines

@@ -155,6 +155,8 @@ def test_spec_from_yaml_and_flags(tmp_path):
         load_sweep_spec(None, {"variants": "mlp"}, {"flag": "dermamnist"})
     with pytest.raises(ValueError, match="layer 'deep'"):
         load_sweep_spec(None, {"layers": "deep"}, {"flag": "dermamnist"})
+    with pytest.raises(ValueError, match="eval_test=false has no place in a sweep"):
+        load_sweep_spec(None, {}, {"flag": "dermamnist", "eval_test": "false"})
 
 
 # ---------------------------------------------------------------------------------------------------------------

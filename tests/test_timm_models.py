@@ -8,6 +8,7 @@ import torch
 
 import rllm_zoo
 from rllm_zoo import BoostedVisionTransformer, booster_args
+from rllm_zoo.booster import frozen_state_names
 
 NAMES = timm.list_models("rllm_*")
 STANDIN = "random:smollm2"  # a random-init SmolLM2 layer: real architecture, nothing read
@@ -39,12 +40,14 @@ def test_forward_backward_and_contract(name):
     out = model(x)
     assert out.shape == (b, 7)
     out.mean().backward()
-    # a frozen LLM block gets no gradient, and is absent from what an optimizer receives
-    block_params = list(model.booster.block.parameters())
-    assert block_params and all(p.grad is None and not p.requires_grad for p in block_params)
-    ids = {id(p) for p in model.trainable_parameters()}
-    assert not ids & {id(p) for p in block_params}
-    assert model.booster.adapter_in.weight.grad is not None and model.patch_embed.proj.weight.grad is not None
+    # the frozen LLM block is held as buffers: in the state dict, never a parameter, so every
+    # parameter gets a gradient (timm's backward contract) and an optimizer never sees the block
+    frozen = frozen_state_names(model)
+    assert frozen and all(n.startswith("booster.block.") for n in frozen)
+    assert not any(n.startswith("booster.block.") for n, _ in model.named_parameters())
+    assert frozen <= set(model.state_dict())
+    assert [n for n, p in model.named_parameters() if p.grad is None] == []
+    assert len(model.trainable_parameters()) == len(list(model.parameters()))
     # cfg consistency
     sd = model.state_dict()
     assert cfg["first_conv"] + ".weight" in sd and cfg["classifier"] + ".weight" in sd
@@ -75,30 +78,32 @@ def test_forward_intermediates_and_features_only(name):
     final, inter = model.forward_intermediates(x, indices=3)
     assert len(inter) == 3 and all(t.shape == (2, model.embed_dim, *grid) for t in inter)
     torch.testing.assert_close(final, model.forward_features(x))
-    # the last intermediate is the boosted one: it equals the pre-norm tokens after the booster
+    # taps are block outputs before the booster; the final output is norm(booster(last block))
     last = model.forward_intermediates(
         x, indices=[len(model.blocks) - 1], intermediates_only=True, output_fmt="NLC"
     )[0]
-    z = model.norm_pre(model._pos_embed(model.patch_embed(x)))
-    z = model.booster(_run_blocks_without_hook(model, z))
+    z = _run_blocks(model, x)
     torch.testing.assert_close(last, z[:, model.num_prefix_tokens :])
+    torch.testing.assert_close(final, model.norm(model.booster(z)))
+    # features_only prunes the norm and, with it, the booster: the features are the taps
     feat_model = _create(name, features_only=True, out_indices=(5, 11)).eval()
+    assert feat_model.model.booster is None
     feats = feat_model(x)
     assert [f.shape for f in feats] == [(2, model.embed_dim, *grid)] * 2
     assert feat_model.feature_info.channels() == [model.embed_dim] * 2
 
 
-def _run_blocks_without_hook(model, z):
-    for blk in model.blocks[:-1]:
+def _run_blocks(model, x):
+    z = model.norm_pre(model._pos_embed(model.patch_embed(x)))
+    for blk in model.blocks:
         z = blk(z)
-    return model.blocks[-1].forward(z)  # .forward() skips hooks
+    return z
 
 
 def test_booster_sits_before_final_norm():
     model = _create("rllm_vit_tiny_patch4_28").eval()
     x = _input(model, 1)
-    z = model.norm_pre(model._pos_embed(model.patch_embed(x)))
-    z = model.booster(_run_blocks_without_hook(model, z))
+    z = model.booster(_run_blocks(model, x))
     torch.testing.assert_close(model.forward_features(x), model.norm(z))
 
 
@@ -122,7 +127,7 @@ def test_real_smollm2_member(smollm2_block):
     assert booster_args(model)["llm"] == "smollm2"
     y = model(torch.randn(2, 3, 28, 28))
     y.sum().backward()
-    assert torch.isfinite(y).all() and all(p.grad is None for p in model.booster.block.parameters())
+    assert torch.isfinite(y).all() and not list(model.booster.block.parameters())  # frozen: buffers
 
 
 @pytest.mark.parametrize("variant", ["residual", "out", "hybrid", "none", "mlp", False])

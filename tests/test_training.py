@@ -145,9 +145,12 @@ def test_frozen_block_never_reaches_the_optimizer(medmnist_root, tiny_llm, tmp_p
     model = build_model(cfg, dataset_info("dermamnist"))
     opt = _optimizer(model, cfg)
     handed = {id(p) for g in opt.param_groups for p in g["params"]}
-    block = list(model.booster.block.parameters())
+    # the frozen block is held as buffers: in the state dict, never a parameter
+    assert not list(model.booster.block.parameters())
+    block = list(model.booster.block.buffers())
     assert block and not handed & {id(p) for p in block}
-    assert handed == {id(p) for p in model.parameters() if p.requires_grad}
+    assert handed == {id(p) for p in model.parameters()}
+    assert {f"booster.block.{n}" for n, _ in model.booster.block.named_buffers()} <= set(model.state_dict())
 
 
 def _run(args, env=None, check=True):
@@ -291,3 +294,37 @@ def test_cli_list_and_bad_run_folder(tmp_path, capsys):
     assert "rllm_vit_micro_patch4_28" in out and "rllm_vit3d_small" in out and "adrenalmnist3d" in out
     assert main(["eval", str(tmp_path)]) == 2
     assert "is not a run folder (no config.yaml)" in capsys.readouterr().err
+
+
+def test_eval_test_false_never_reads_the_test_split(medmnist_root, tiny_llm, tmp_path, monkeypatch):
+    """Recipe tuning: with eval_test=False the test split is neither loaded nor scored."""
+    from rllm_zoo.data import run_data
+
+    requested = []
+    original = run_data.MedMNISTData.dataset
+
+    def spy(self, split, *args, **kwargs):
+        requested.append(split)
+        return original(self, split, *args, **kwargs)
+
+    monkeypatch.setattr(run_data.MedMNISTData, "dataset", spy)
+    cfg = TrainConfig(
+        flag="dermamnist",
+        data_root=str(medmnist_root),
+        booster="off",
+        model_kwargs=MICRO,
+        epochs=1,
+        batch_size=8,
+        out=str(tmp_path / "tune"),
+        progress=False,
+        max_train_batches=1,
+        eval_test=False,
+    )
+    metrics = fit(cfg)
+    assert metrics["test"] is None and metrics["val"]["auc"] is not None
+    assert "test" not in requested and {"train", "val"} <= set(requested)
+    assert not (tmp_path / "tune" / "test_predictions.npz").exists()
+    from rllm_zoo.training import summarize_seeds
+
+    summary = summarize_seeds([metrics])
+    assert "val_auc_mean" in summary and "test_auc_mean" not in summary

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 LICENSE = """\
@@ -52,6 +53,65 @@ args=(sys.stdout,)
 format=%(asctime)s - %(name)s - %(levelname)s - %(message)s
 """
 
+#: LICENSE of a bundle of a boosted MONAI network (no MedMNIST data involved)
+LICENSE_NETWORK = (
+    LICENSE.split("Third-party content")[0].rstrip()
+    + """
+
+Third-party content used by this bundle (not distributed with it unless models/model.pt holds it):
+
+- the frozen LLM layer named in configs/inference.json (network_def): its own licence applies
+  (recorded as llm_license / in configs/metadata.json when known).
+"""
+)
+
+
+def export_section(shape: list[int] | tuple[int, ...], script: bool = True) -> str:
+    """The docs/README.md section with the bundle checks and exports; ``shape`` is ``[C, *spatial]``.
+
+    ``script=False`` for networks TorchScript cannot script (a booster run by a forward hook, as in
+    boosted MONAI ``UNETR`` / ``SwinUNETR`` / ``BasicUNet`` / ``ViT``): the TorchScript export traces.
+
+    Example:
+        >>> "onnx_export" in export_section([1, 28, 28, 28])
+        True
+    """
+    one = json.dumps([1, *shape])
+    two = json.dumps([2, *shape])
+    export = (
+        "python -m monai.bundle ckpt_export network_def --filepath models/model.ts --ckpt_file models/model.pt \\\n"
+        "    --meta_file configs/metadata.json --config_file configs/inference.json"
+    )
+    if script:
+        ts = f'# TorchScript (torch.jit.script; add --use_trace True --input_shape "{one}" to trace instead)\n{export}\n'
+    else:
+        ts = (
+            "# TorchScript by tracing (the booster runs as a forward hook, which torch.jit.script cannot compile)\n"
+            f'{export} \\\n    --use_trace True --input_shape "{one}"\n'
+        )
+    return f"""\
+## Checks and exports
+
+The checks the MONAI model zoo runs, and the exports, from this folder (once `models/model.pt` exists):
+
+```bash
+python -m monai.bundle verify_metadata --meta_file configs/metadata.json
+python -m monai.bundle verify_net_in_out network_def --meta_file configs/metadata.json \\
+    --config_file configs/inference.json
+{ts}# ONNX with a dynamic batch axis (input "image", output "pred")
+python -m monai.bundle onnx_export network_def --filepath models/model.onnx --ckpt_file models/model.pt \\
+    --meta_file configs/metadata.json --config_file configs/inference.json --input_shape "{two}" \\
+    --converter_kwargs "{{'input_names': ['image'], 'output_names': ['pred'], 'dynamic_axes': {{'image': {{0: 'batch'}}, 'pred': {{0: 'batch'}}}}}}"
+```
+
+`verify_metadata` downloads MONAI's schema; offline, pass a local copy with `--filepath`.
+`onnx_export` needs the `onnx` and `onnxscript` packages; run the model with `onnxruntime`.
+The exports read every weight from `models/model.pt`, the frozen LLM layer included (bundles
+written with full weights). Files over 25 MB are not committed to the model zoo: `large_files.yml`
+lists them (path, url, sha256) and `python -m monai.bundle download_large_files` fetches them.
+"""
+
+
 #: the paper's ViT3D results (ACC / AUC %, baseline -> +R-LLM; LLaMA-7B layer, dim 1024, test-split selection)
 PAPER_VIT3D = {
     "fracturemnist3d": "53.33 -> 54.58 / 64.80 -> 65.15",
@@ -61,8 +121,8 @@ PAPER_VIT3D = {
 }
 
 
-def readme(flag: str, info: dict[str, Any]) -> str:
-    """docs/README.md for the bundle of ``flag`` (``info`` is ``medmnist.INFO[flag]``)."""
+def readme(flag: str, info: dict[str, Any], shape: list[int] | tuple[int, ...] = (1, 28, 28, 28)) -> str:
+    """docs/README.md for the bundle of ``flag`` (``info`` is ``medmnist.INFO[flag]``; ``shape``: ``[C, D, H, W]``)."""
     cls = info["python_class"]
     n = info["n_samples"]
     labels = ", ".join(f"{k} = {v}" for k, v in sorted(info["label"].items(), key=lambda kv: int(kv[0])))
@@ -143,16 +203,9 @@ torchrun --standalone --nnodes=1 --nproc_per_node=2 -m monai.bundle run \\
 On 2 CPU cores one epoch takes about 2 to 4 minutes (the frozen SmolLM2 layer roughly
 doubles the cost of the small ViT); on a GPU, seconds. A quick check (one epoch on 64
 volumes): add `--epochs 1 --train_limit 64 --val_limit 32`.
-The baseline without booster: add `--use_booster False`. Other checks:
+The baseline without booster: add `--use_booster False`.
 
-```bash
-python -m monai.bundle verify_metadata --meta_file configs/metadata.json
-python -m monai.bundle verify_net_in_out network_def --meta_file configs/metadata.json \\
-    --config_file configs/inference.json
-```
-
-(`verify_metadata` downloads the schema; offline, pass a local copy with `--filepath`.)
-
+{export_section(shape)}
 Load the trained network from Python (from the folder that holds this bundle, once
 `models/model.pt` exists):
 
@@ -183,8 +236,10 @@ Bundle code and configs: Apache-2.0 (see LICENSE). Data: CC BY 4.0. SmolLM2 weig
 """
 
 
-def readme_own(name: str, class_names: list[str], description: str) -> str:
-    """docs/README.md for a bundle trained on the user's own volumes (a datalist)."""
+def readme_own(
+    name: str, class_names: list[str], description: str, shape: list[int] | tuple[int, ...] = (1, 28, 28, 28)
+) -> str:
+    """docs/README.md for a bundle trained on the user's own volumes (a datalist); ``shape``: ``[C, D, H, W]``."""
     classes = ", ".join(f"{i} = {c}" for i, c in enumerate(class_names))
     return f"""\
 # R-LLM ViT3D for {name}
@@ -213,6 +268,7 @@ python -m monai.bundle run --config_file configs/train.json --datalist /path/to/
 `evaluate.json` writes eval/metrics.json (test AUC and accuracy), `inference.json` writes
 eval/predictions.csv (one probability per class).
 
+{export_section(shape)}
 ## License
 
 Bundle code and configs: Apache-2.0 (see LICENSE). The data's own terms apply to the data.

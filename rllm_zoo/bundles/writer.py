@@ -279,12 +279,13 @@ def bundle_files(
         return json.dumps(obj, indent=4, ensure_ascii=False) + "\n"
 
     meta = metadata(spec.flag, dataset=dataset, preprocessing=spec.preprocessing)
+    shape = [spec.preprocessing.channels, *spec.preprocessing.size]
     if spec.flag is None:
         doc = readme_own(
-            meta["name"].removeprefix("R-LLM ViT3D "), list(spec.class_names), meta["image_classes"]
+            meta["name"].removeprefix("R-LLM ViT3D "), list(spec.class_names), meta["image_classes"], shape
         )
     else:
-        doc = readme(spec.flag, flag_info(spec.flag))
+        doc = readme(spec.flag, flag_info(spec.flag), shape)
     return {
         "configs/metadata.json": dump(meta),
         "configs/train.json": dump(configs.train(spec)),

@@ -10,7 +10,7 @@ from .cards import render_model_card
 from .errors import HubError
 from .folders import save_pretrained
 from .pull import load_from_folder, load_from_hub
-from .push import PushResult, push_run, push_to_hub
+from .push import PushResult, push_to_hub
 from .weights import WEIGHT_MODES, llm_reference, resolve_weights_mode
 
 __all__ = [
@@ -20,7 +20,6 @@ __all__ = [
     "llm_reference",
     "load_from_folder",
     "load_from_hub",
-    "push_run",
     "push_to_hub",
     "render_model_card",
     "resolve_weights_mode",

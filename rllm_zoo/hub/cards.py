@@ -20,6 +20,7 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from torch import nn
 
+from ..booster import parameter_counts
 from ..llm.sources import LLM_PATH_ENV
 from .weights import llm_reference
 
@@ -120,8 +121,7 @@ def render_model_card(
     ref = llm_reference(model)
     booster = getattr(model, "booster", None)
     name, labels, n_channels, is_3d = _dataset(dataset_flag)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    trainable, frozen = parameter_counts(model)
     llm = None
     base_model = None
     if ref and ref.get("source"):

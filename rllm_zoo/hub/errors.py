@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..hf_cache import remove_partial_downloads
+
 __all__ = [
     "HubCacheFallbackWarning",
     "HubError",
@@ -105,12 +107,6 @@ def is_offline() -> bool:
 # ------------------------------------------------------------------ the Hugging Face cache
 
 
-def _storage(repo_id: str, repo_type: str = "model") -> Path:
-    from huggingface_hub import constants
-
-    return Path(constants.HF_HUB_CACHE) / f"{repo_type}s--{repo_id.replace('/', '--')}"
-
-
 def cached_snapshot(
     repo_id: str,
     revision: str | None = None,
@@ -135,22 +131,6 @@ def cached_snapshot(
     except (errors.LocalEntryNotFoundError, OSError, ValueError):
         return None
     return Path(folder)
-
-
-def remove_partial_downloads(repo_id: str, repo_type: str = "model") -> list[Path]:
-    """Delete ``*.incomplete`` blobs of ``repo_id`` in the Hugging Face cache; return them.
-
-    huggingface_hub keeps an interrupted download to resume it later; a failed pull here leaves
-    nothing half-written instead.
-    """
-    folder = _storage(repo_id, repo_type) / "blobs"
-    removed = []
-    if folder.is_dir():
-        for p in folder.glob("*.incomplete"):
-            with contextlib.suppress(OSError):
-                p.unlink()
-                removed.append(p)
-    return removed
 
 
 def remove_cached_snapshot(snapshot: str | os.PathLike) -> list[Path]:

@@ -103,8 +103,12 @@ def _vit_description(model: nn.Module) -> tuple[str, str, tuple[int, ...]]:
         return model.network_name, f"MONAI {type(model).__name__}, {_site_text(model)}", shape
     if is_3d_model(model):
         shape = tuple(int(s) for s in model.img_size)
+        if hasattr(model, "blocks"):
+            depth = f"{len(model.blocks)} blocks"
+        else:  # ViViT: a spatial and a temporal encoder
+            depth = f"{len(model.spatial_blocks)} spatial + {len(model.temporal_blocks)} temporal blocks"
         desc = (
-            f"MONAI {type(model).__name__}, width {model.hidden_size}, {len(model.blocks)} blocks, "
+            f"MONAI {type(model).__name__}, width {model.hidden_size}, {depth}, "
             f"{'×'.join(map(str, model.patch_size))} patches"
         )
         return model.network_name, desc, shape

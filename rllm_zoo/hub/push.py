@@ -1,4 +1,4 @@
-"""Push a boosted model (or a training run) to a Hugging Face Hub repo.
+"""Push a boosted model to a Hugging Face Hub repo (a training run: ``rllm_zoo.training.push_run``).
 
 Example:
     >>> import timm, rllm_zoo
@@ -23,7 +23,7 @@ from ..data import DatasetInfo, Preprocessing
 from .errors import hub_errors
 from .folders import is_3d_model, save_pretrained
 
-__all__ = ["PushResult", "push_run", "push_to_hub"]
+__all__ = ["PushResult", "push_to_hub"]
 
 
 @dataclass
@@ -130,15 +130,3 @@ def push_to_hub(
         files=saved["files"],
         tag=tag,
     )
-
-
-def push_run(run_dir: str | os.PathLike, repo_id: str, **kwargs: Any) -> PushResult:
-    """Push a finished ``rllm-zoo train`` run: its best checkpoint, metrics, config and plots.
-
-    Example:
-        >>> push_run("runs/demo-retinamnist", "me/retina-r-llm", weights="delta")   # doctest: +SKIP
-    """
-    from ..training.package import publish_args
-
-    model, args = publish_args(run_dir)
-    return push_to_hub(model, repo_id, **args, **kwargs)

@@ -2,7 +2,7 @@
 
 The results table (``benchmarks/results_table.py``) trains every arm with several seeds.
 For each *boosted* arm (R-LLM with SmolLM2, the mlp control, R-LLM with a random block) the
-seed with the best validation score becomes a zoo member: :func:`release_zoo` writes it as a
+seed with the best validation score becomes a zoo member: ``rllm_zoo.training.release_zoo`` writes it as a
 repo folder under ``zoo/`` (delta weights: small, and rebuilt from the embedded SmolLM2
 with a sha256 check), and :func:`publish_zoo` pushes every member with its own card, in the
 weight mode its LLM licence allows. 2D members are timm pretrained tags
@@ -10,7 +10,6 @@ weight mode its LLM licence allows. 2D members are timm pretrained tags
 members are MONAI bundles (``rllm_zoo.load_from_hub("rllm-zoo/rllm_vit3d_small.adrenalmnist3d_r_llm")``).
 
 Example:
-    >>> release_zoo("runs/table", "benchmarks/results/table", "zoo")       # doctest: +SKIP
     >>> publish_zoo("zoo", dry_run=True)[0]["repo_id"]                    # doctest: +SKIP
     'rllm-zoo/rllm_vit3d_small.adrenalmnist3d_mlp'
 """
@@ -27,11 +26,11 @@ import yaml
 
 from ..progress import progress as progress_bar
 from ..timm_vit import default_hub_org
-from .folders import is_3d_model, save_pretrained
+from .folders import is_3d_model
 from .pull import load_from_folder
 from .push import push_to_hub
 
-__all__ = ["ZOO_ARMS", "ZOO_MODELS", "publish_zoo", "release_zoo", "select_best_seed", "zoo_name"]
+__all__ = ["ZOO_ARMS", "ZOO_MODELS", "publish_zoo", "select_best_seed", "zoo_name"]
 
 #: Boosted arms of the results table that become pretrained tags.
 ZOO_ARMS = ("r_llm", "mlp", "r_llm_random")
@@ -62,62 +61,6 @@ def select_best_seed(results: str | os.PathLike, flag: str, arm: str) -> tuple[i
         scored.append((-value if key == "loss" else value, -int(m["seed"]), m))
     best = max(scored, key=lambda t: (t[0], t[1]))
     return int(best[2]["seed"]), best[2]
-
-
-def release_zoo(
-    runs: str | os.PathLike = "runs/table",
-    results: str | os.PathLike = "benchmarks/results/table",
-    out: str | os.PathLike = "zoo",
-    flags: tuple[str, ...] = tuple(ZOO_MODELS),
-) -> list[dict[str, Any]]:
-    """Write each zoo member (best seed on val of each boosted arm) to ``out/<name>/`` as delta weights.
-
-    ``runs`` holds the checkpoints (``<flag>/<arm>/seed<k>/best.pt``), ``results`` the committed
-    metrics that select the seed. Also writes ``out/index.json`` with every candidate's scores.
-    """
-    from ..training.package import load_run
-
-    out = Path(out)
-    index = []
-    for flag in flags:
-        for arm in ZOO_ARMS:
-            seed, metrics = select_best_seed(results, flag, arm)
-            run = Path(runs, flag, arm, f"seed{seed}")
-            model, cfg, _ = load_run(run)
-            name = zoo_name(flag, arm)
-            saved = save_pretrained(
-                model,
-                out / name,
-                weights="delta",
-                dataset_flag=flag,
-                metrics=metrics,
-                train_config=cfg.to_dict(),
-                run_dir=run,
-                repo_id=f"{default_hub_org}/{name}",
-                timm_tag=None if is_3d_model(model) else name,
-                model_args=None if is_3d_model(model) else dict(cfg.model_kwargs),
-                extra_files=[run / "config.yaml"],
-            )
-            candidates = {
-                p.parent.name: json.loads(p.read_text())["val"]
-                for p in sorted(Path(results, flag, arm).glob("seed*/metrics.json"))
-            }
-            index.append(
-                {
-                    "name": name,
-                    "flag": flag,
-                    "arm": arm,
-                    "seed": seed,
-                    "val_candidates": candidates,
-                    "weights": saved["weights"],
-                    "weights_bytes": saved["weights_bytes"],
-                }
-            )
-    out.mkdir(parents=True, exist_ok=True)
-    from ..training.config import atomic_write_text
-
-    atomic_write_text(out / "index.json", json.dumps(index, indent=2) + "\n")
-    return index
 
 
 def _member_sizes(model) -> dict[str, int]:

@@ -28,6 +28,7 @@ TESTED_FAMILIES: tuple[str, ...] = (
     "llama",
     "mistral",
     "qwen2",
+    "qwen3",
     "gemma",
     "gemma2",
     "gemma3_text",

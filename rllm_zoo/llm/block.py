@@ -7,8 +7,6 @@ model's own rotary embedding at positions ``0..N-1``; with both on, the block
 reproduces the layer exactly as it runs inside the full model.
 """
 
-from __future__ import annotations
-
 import hashlib
 import inspect
 from dataclasses import asdict, dataclass, field
@@ -86,10 +84,23 @@ def _accepts(fn, name: str) -> bool:
         return False
 
 
+def _tracing() -> bool:
+    """Inside ``torch.fx`` symbolic tracing (Python-side checks on shapes must step aside)."""
+    from torch.fx._symbolic_trace import is_fx_symbolic_tracing
+
+    return is_fx_symbolic_tracing()
+
+
 class LLMBlock(nn.Module):
-    """Run one transformers decoder layer on ``(B, N, width)`` tokens.
+    """Run one decoder layer of an LLM on ``(B, N, width)`` tokens.
 
     Usually made by :func:`rllm_zoo.load_llm_block`. Frozen by default (no gradients).
+
+    Layers of the LLaMA family (:data:`~rllm_zoo.llm.native.NATIVE_FAMILIES`) run as a pure-torch
+    twin of the transformers layer (same tensors, same state-dict names; checked against the
+    transformers layer when built), so models holding the block can be scripted, fx-traced,
+    exported and built on the meta device. Other families, and the ``use_rotary`` ablation, run
+    the transformers layer itself (eager, ``torch.compile`` and ``torch.export``).
 
     Args:
         layer: the transformers decoder layer (``LlamaDecoderLayer``, ``GPT2Block``...).
@@ -98,7 +109,10 @@ class LLMBlock(nn.Module):
         causal: apply a causal mask (ablation; the paper uses none).
         use_rotary: rotate queries and keys at positions ``0..N-1`` (ablation; the paper does not).
         layer_type: for models with per-layer attention types (Gemma 3), the layer's type.
+        config: the model's (text) config; enables the native twin.
     """
+
+    __jit_unused_properties__ = ["rotary"]  # noqa: RUF012 - TorchScript reads this class attribute
 
     def __init__(
         self,
@@ -108,28 +122,44 @@ class LLMBlock(nn.Module):
         causal: bool = False,
         use_rotary: bool = False,
         layer_type: str | None = None,
+        config: object | None = None,
     ) -> None:
         super().__init__()
-        self.layer = layer
         self.info = info
         self.width = info.width
         self.causal = bool(causal)
         self.use_rotary = bool(use_rotary)
         self.layer_type = layer_type
-        self._takes_position_embeddings = _accepts(layer.forward, "position_embeddings")
+        if config is not None:
+            self.config = config
+        if not self.causal:
+            for m in layer.modules():
+                if hasattr(m, "is_causal"):
+                    m.is_causal = False
+        native = None
+        if config is not None and not self.use_rotary:
+            from .native import native_decoder_layer
+
+            native = native_decoder_layer(layer, config, causal=self.causal)
+        self.native = native is not None
+        self.layer = native if native is not None else layer
+        self._takes_position_embeddings = (not self.native) and _accepts(layer.forward, "position_embeddings")
         if self._takes_position_embeddings and rotary is None:
             raise ValueError(
                 f"{type(layer).__name__} expects rotary position embeddings but no rotary module was given"
             )
         # Kept out of the module tree: its buffers are derived from the config, not weights.
-        self._rotary = [rotary] if rotary is not None else []
+        self._rotary = [rotary] if rotary is not None and not self.native else []
         self._rotary_dim: int | None = None
-        if not self.causal:
-            for m in self.layer.modules():
-                if hasattr(m, "is_causal"):
-                    m.is_causal = False
+        if not self.native:
+            if self._takes_position_embeddings and not self.use_rotary:
+                # the identity rotation's width, found now (no state set on a first forward)
+                cos, _ = self._rotary_call(torch.zeros(1, 1, self.width), torch.zeros(1, 1, dtype=torch.long))
+                self._rotary_dim = int(cos.shape[-1])
         self.requires_grad_(False)
         self.eval()
+        if torch.get_default_device().type == "meta":
+            self.to("meta")  # built under `with torch.device("meta")`: shapes only, like the model around it
 
     @property
     def rotary(self) -> nn.Module | None:
@@ -141,7 +171,8 @@ class LLMBlock(nn.Module):
         kwargs = {}
         if self.layer_type is not None and _accepts(rot.forward, "layer_type"):
             kwargs["layer_type"] = self.layer_type
-        rot.to(x.device)
+        if x.device.type != "meta":
+            rot.to(x.device)
         return rot(x, position_ids, **kwargs)
 
     def _position_embeddings(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -149,20 +180,25 @@ class LLMBlock(nn.Module):
         if self.use_rotary:
             pos = torch.arange(n, device=x.device).unsqueeze(0).expand(b, n)
             return self._rotary_call(x, pos)
-        if self._rotary_dim is None:
-            cos, _ = self._rotary_call(x[:1, :1], torch.zeros(1, 1, dtype=torch.long, device=x.device))
-            self._rotary_dim = int(cos.shape[-1])
+        assert self._rotary_dim is not None
         # identity rotation: cos = 1, sin = 0 (broadcasts over batch and tokens)
-        dtype = x.dtype if not torch.is_autocast_enabled(x.device.type) else torch.float32
+        dtype = x.dtype if not _autocast_on(x) else torch.float32
         ones = torch.ones(1, 1, self._rotary_dim, dtype=dtype, device=x.device)
         return ones.expand(b, n, -1), torch.zeros_like(ones).expand(b, n, -1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 3 or x.shape[-1] != self.width:
-            raise ValueError(
-                f"{self.info.architecture} layer {self.info.layer} expects tokens of shape "
-                f"(B, N, {self.width}), got {tuple(x.shape)}"
-            )
+        if not torch.jit.is_scripting():
+            if not (_tracing() or torch.jit.is_tracing()) and (x.ndim != 3 or x.shape[-1] != self.width):
+                raise ValueError(
+                    f"{self.info.architecture} layer {self.info.layer} expects tokens of shape "
+                    f"(B, N, {self.width}), got {tuple(x.shape)}"
+                )
+        if self.native:
+            return self.layer(x)
+        return self._forward_transformers(x)
+
+    @torch.jit.unused
+    def _forward_transformers(self, x: torch.Tensor) -> torch.Tensor:
         kwargs: dict = {}
         if self._takes_position_embeddings:
             kwargs["position_embeddings"] = self._position_embeddings(x)
@@ -177,5 +213,11 @@ class LLMBlock(nn.Module):
         i = self.info
         return (
             f"source={i.source!r}, architecture={i.architecture!r}, layer={i.layer}/{i.num_layers}, "
-            f"width={i.width}, causal={self.causal}, rotary={self.use_rotary}"
+            f"width={i.width}, causal={self.causal}, rotary={self.use_rotary}, native={self.native}"
         )
+
+
+def _autocast_on(x: torch.Tensor) -> bool:
+    """``torch.is_autocast_enabled`` for ``x``'s device; False on devices autocast does not know (meta)."""
+    kind = x.device.type
+    return kind in ("cpu", "cuda", "xpu", "mps", "hpu") and torch.is_autocast_enabled(kind)

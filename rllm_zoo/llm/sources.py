@@ -490,8 +490,8 @@ def load_llm_block(
         causal=causal,
         use_rotary=rotary,
         layer_type=layer_types[idx] if layer_types else None,
+        config=text_config,
     )
-    block.config = text_config
     return block
 
 
@@ -561,7 +561,10 @@ def llm_block_from_config(
         extra={"rebuilt_from_config": True},
     )
     block = LLMBlock(
-        skel.layer, info, rotary=skel.rotary, layer_type=layer_types[idx] if layer_types else None
+        skel.layer,
+        info,
+        rotary=skel.rotary,
+        layer_type=layer_types[idx] if layer_types else None,
+        config=skel.text_config,
     )
-    block.config = skel.text_config
     return block

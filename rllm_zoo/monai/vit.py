@@ -119,8 +119,9 @@ class BoostedViT(BoostedNetwork):
         )
         self.norm = nn.LayerNorm(hidden_size)
         self.head = nn.Linear(hidden_size, num_classes)
-        # the generic mechanism (rllm_zoo.plug): the booster runs on the last block's output
-        attach_booster(self, self.booster)
+        # the generic mechanism (rllm_zoo.plug): booster.* keys and boost_site (the last block); no
+        # hook: forward calls the booster itself, so TorchScript and torch.fx see the call
+        attach_booster(self, self.booster, hook=False)
 
     @property
     def num_tokens(self) -> int:
@@ -132,10 +133,11 @@ class BoostedViT(BoostedNetwork):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Final tokens ``(B, 1 + num_patches, hidden_size)`` after booster and norm, CLS first."""
-        self.check_input(x)
+        if not torch.jit.is_scripting():
+            self.check_input(x)  # eager only: skipped under TorchScript and tracing
         tokens = self.patch_embedding(x)
         cls = self.cls_token.expand(tokens.shape[0], -1, -1)
         tokens = torch.cat([cls, tokens], dim=1)
-        for block in self.blocks:  # the last one runs the booster (its forward hook)
+        for block in self.blocks:
             tokens = block(tokens)
-        return self.norm(tokens)
+        return self.norm(self.run_booster(tokens))

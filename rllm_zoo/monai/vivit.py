@@ -128,12 +128,14 @@ class BoostedViViT(BoostedNetwork):
         )
         self.norm = nn.LayerNorm(hidden_size)
         self.head = nn.Linear(hidden_size, num_classes)
-        # the generic mechanism (rllm_zoo.plug): the booster runs on the last block's output
-        attach_booster(self, self.booster)
+        # the generic mechanism (rllm_zoo.plug): booster.* keys and boost_site (the last block); no
+        # hook: forward calls the booster itself, so TorchScript and torch.fx see the call
+        attach_booster(self, self.booster, hook=False)
 
     def encode_slabs(self, x: torch.Tensor) -> torch.Tensor:
         """Spatial encoder: one CLS token per depth slab, ``(B, nD, hidden_size)``."""
-        self.check_input(x)
+        if not torch.jit.is_scripting():
+            self.check_input(x)  # eager only: skipped under TorchScript and tracing
         tokens = self.patch_embedding(x)  # (B, nD * nH * nW, hidden), depth-major order
         b = tokens.shape[0]
         n_slabs = self.grid[0]
@@ -149,6 +151,6 @@ class BoostedViViT(BoostedNetwork):
         slabs = self.encode_slabs(x)
         cls = self.temporal_cls_token.expand(slabs.shape[0], -1, -1)
         tokens = torch.cat([cls, slabs], dim=1)
-        for block in self.temporal_blocks:  # the last one runs the booster (its forward hook)
+        for block in self.temporal_blocks:
             tokens = block(tokens)
-        return self.norm(tokens)
+        return self.norm(self.run_booster(tokens))

@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..booster import frozen_state_names
+
 __all__ = [
     "TEMP_PREFIX",
     "frozen_names",
@@ -33,8 +35,8 @@ REQUIRED_KEYS = ("model", "epoch")
 
 
 def frozen_names(model: nn.Module) -> set[str]:
-    """State-dict names of frozen parameters (the LLM block): not stored in checkpoints."""
-    return {n for n, p in model.named_parameters() if not p.requires_grad}
+    """State-dict names of the frozen LLM block (buffers) and of frozen parameters: not stored in checkpoints."""
+    return frozen_state_names(model)
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -6,13 +6,14 @@ import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from ..atomic import atomic_write_text
 
-__all__ = ["TrainConfig", "atomic_write_text", "load_config"]
+__all__ = ["TrainConfig", "atomic_write_text", "load_config", "recipe_names", "recipe_values"]
 
 
 @dataclass
@@ -27,6 +28,9 @@ class TrainConfig:
         'my_images/'
     """
 
+    # the dataset's tuned recipe under the defaults below (load_config / CLI only): auto (the
+    # flag's recipe when one ships, see rllm_zoo/training/recipes/), none, a recipe name or a YAML file
+    recipe: str = "auto"
     # data: a MedMNIST flag, or your own data (a folder of class sub-folders, a CSV, a datalist JSON)
     flag: str | None = None
     data: str | None = None
@@ -60,6 +64,7 @@ class TrainConfig:
     precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16
     # protocol
     select_metric: str = "auc"  # the validation metric that picks the checkpoint: auc | acc | loss
+    eval_test: bool = True  # false while tuning a recipe: the test split is never read or scored
     seed: int = 0
     # engine
     out: str = "runs/run"
@@ -190,13 +195,60 @@ def read_yaml_mapping(path: str | os.PathLike, what: str = "config keys") -> dic
     return data
 
 
+RECIPES_DIR = Path(__file__).parent / "recipes"
+
+
+def recipe_names() -> list[str]:
+    """Names of the recipes that ship with rllm_zoo (one per tuned MedMNIST dataset).
+
+    Example:
+        >>> "retinamnist" in recipe_names()
+        True
+    """
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def recipe_values(recipe: str, flag: str | None) -> dict[str, Any]:
+    """The config keys of ``recipe`` (``auto``: the recipe named after ``flag``, if any; ``none``: none).
+
+    Example:
+        >>> recipe_values("auto", "retinamnist")["epochs"] > 0
+        True
+        >>> recipe_values("none", "retinamnist")
+        {}
+    """
+    if recipe == "none" or (recipe == "auto" and (flag is None or flag not in recipe_names())):
+        return {}
+    name = flag if recipe == "auto" else recipe
+    path = RECIPES_DIR / f"{name}.yaml" if name in recipe_names() else Path(name)
+    if not path.is_file():
+        raise ValueError(
+            f"recipe={recipe!r}: neither a shipped recipe ({', '.join(recipe_names())}) nor a YAML file; "
+            "use auto, none, one of those names or a path"
+        )
+    values = read_yaml_mapping(path, "recipe keys")
+    bad = sorted(set(values) - {f.name for f in dataclasses.fields(TrainConfig)} | ({"recipe"} & set(values)))
+    if bad:
+        raise ValueError(f"{path}: {', '.join(bad)} cannot be set by a recipe")
+    return values
+
+
 def load_config(
     path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None
 ) -> TrainConfig:
-    """A config from YAML (optional), then ``overrides`` (already typed or CLI strings)."""
+    """A config from the dataset's recipe, then YAML (optional), then ``overrides`` (typed or CLI strings).
+
+    Keys set in the YAML file or ``overrides`` always win over the recipe; ``recipe: none`` turns
+    the recipe off (plain :class:`TrainConfig` defaults).
+    """
     data = read_yaml_mapping(path, "config keys") if path is not None else {}
+    merged = {**data, **(overrides or {})}
+    recipe = merged.get("recipe", "auto")
+    if isinstance(recipe, str):
+        merged = {**recipe_values(recipe, merged.get("flag")), **merged}
+    data = {}
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    for key, value in {**data, **(overrides or {})}.items():
+    for key, value in merged.items():
         if key not in fields:
             raise ValueError(f"unknown config key {key!r}; known keys: {', '.join(fields)}")
         if isinstance(value, str) and fields[key].type != "str":

@@ -30,6 +30,7 @@ import yaml
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
+from ..booster import parameter_counts
 from ..data import PREPROCESSING_FILE, RunData
 from ..progress import progress
 from .checkpoint import (
@@ -109,11 +110,15 @@ def _loaders(cfg: TrainConfig, data: RunData, prep, rank: int, world: int, show:
         )
     train_ds = data.dataset("train", prep, train_aug=cfg.aug, progress=show)
     val_ds = data.dataset("val", prep, progress=show)
-    test_ds = data.dataset("test", prep, progress=show)
+    test_ds = data.dataset("test", prep, progress=show) if cfg.eval_test else None
     sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
     train = DataLoader(train_ds, batch_size=cfg.batch_size // world, sampler=sampler, num_workers=cfg.workers)
     val = DataLoader(val_ds, batch_size=cfg.eval_batch_size, num_workers=cfg.workers)
-    test = DataLoader(test_ds, batch_size=cfg.eval_batch_size, num_workers=cfg.workers)
+    test = (
+        DataLoader(test_ds, batch_size=cfg.eval_batch_size, num_workers=cfg.workers)
+        if test_ds is not None
+        else None
+    )
     return train_ds, train, val, test, sampler
 
 
@@ -236,8 +241,9 @@ def fit(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         opt.load_state_dict(state["optimizer"])
         start_epoch, step, best, history = state["epoch"] + 1, state["step"], state["best"], state["history"]
     if world > 1:
+        # the frozen LLM block is held as buffers, equal on every rank: nothing to broadcast per step
         model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
+            model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
         )
 
     if rank == 0:  # the log is rebuilt from the checkpoint: no half-epoch lines survive a crash
@@ -326,16 +332,22 @@ def fit(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
 
 
 def _finish(cfg, data: RunData, model, history, test_loader, device, amp) -> dict[str, Any]:
-    """Load the validation-selected checkpoint and evaluate the test split, once."""
+    """Load the validation-selected checkpoint and evaluate the test split, once.
+
+    With ``eval_test=False`` (recipe tuning) the test split is neither read nor scored:
+    ``metrics["test"]`` is ``None``.
+    """
     from ..hub.weights import llm_reference
 
     out = Path(cfg.out)
     info = data.info
     best = load_checkpoint(out / "best.pt")
     load_weights(model, best)
-    scores, labels, test_loss = predict(model, test_loader, info, device, amp)
-    test = data.metrics("test", scores, labels)
-    np.savez_compressed(out / "test_predictions.npz", scores=scores, labels=labels)
+    test = None
+    if test_loader is not None:
+        scores, labels, test_loss = predict(model, test_loader, info, device, amp)
+        test = {**data.metrics("test", scores, labels), "loss": test_loss}
+        np.savez_compressed(out / "test_predictions.npz", scores=scores, labels=labels)
     ref = llm_reference(model) or {}
     metrics = {
         "flag": info.flag,
@@ -352,15 +364,18 @@ def _finish(cfg, data: RunData, model, history, test_loader, device, amp) -> dic
         "selected_epoch": best["epoch"],
         "select_metric": f"val_{cfg.select_metric}",
         "val": best["val"],
-        "test": {**test, "loss": test_loss},
+        "test": test,
         "epochs": cfg.epochs,
         "train_seconds": round(sum(h["seconds"] for h in history), 1),
-        "params_trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "params_frozen": sum(p.numel() for p in model.parameters() if not p.requires_grad),
+        "params_trainable": parameter_counts(model)[0],
+        "params_frozen": parameter_counts(model)[1],
     }
     title = f"{info.title} {cfg.model} booster={cfg.booster} seed={cfg.seed}"
     plot_curves(history, out / "curves.png", title)
-    plot_roc(scores, labels, list(info.class_names), info.multi_label, out / "roc.png", f"test ROC: {title}")
+    if test is not None:
+        plot_roc(
+            scores, labels, list(info.class_names), info.multi_label, out / "roc.png", f"test ROC: {title}"
+        )
     _write_json(out / "metrics.json", metrics)
     return metrics
 
@@ -390,6 +405,8 @@ def summarize_seeds(results: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean and sample standard deviation of test (and val) metrics over seeds."""
     out: dict[str, Any] = {"seeds": [r["seed"] for r in results], "n": len(results)}
     for split in ("val", "test"):
+        if any(r.get(split) is None for r in results):
+            continue  # eval_test=False: tuning runs carry no test scores
         for key in ("acc", "auc"):
             vals = np.array([r[split][key] for r in results], dtype=float)
             out[f"{split}_{key}_mean"] = float(vals.mean())

@@ -1,4 +1,4 @@
-"""Turn a finished run into a publishable folder (the same one ``rllm-zoo push`` uploads).
+"""Turn a finished run into a publishable folder, or push it (``rllm-zoo package`` / ``rllm-zoo push``).
 
 Example:
     >>> folder = package_run("runs/demo-retinamnist")                       # doctest: +SKIP
@@ -13,10 +13,11 @@ from typing import Any
 
 from torch import nn
 
+from ..hub import PushResult, push_to_hub, save_pretrained
 from .config import TrainConfig
 from .run import Run, open_run
 
-__all__ = ["load_run", "package_run"]
+__all__ = ["load_run", "package_run", "push_run"]
 
 
 def _finished(run_dir: str | os.PathLike) -> Run:
@@ -78,9 +79,17 @@ def package_run(
     3D runs give a MONAI bundle. The folder is assembled in a temporary sibling and renamed
     into place, so a failure never leaves a half-written package.
     """
-    from ..hub import save_pretrained
-
     model, kwargs = publish_args(run_dir)
     dest = Path(out) if out is not None else Path(run_dir) / "package"
     save_pretrained(model, dest, weights=weights, repo_id=repo_id, **kwargs)
     return dest
+
+
+def push_run(run_dir: str | os.PathLike, repo_id: str, **kwargs: Any) -> PushResult:
+    """Push a finished ``rllm-zoo train`` run: its best checkpoint, metrics, config and plots.
+
+    Example:
+        >>> push_run("runs/demo-retinamnist", "me/retina-r-llm", weights="delta")   # doctest: +SKIP
+    """
+    model, args = publish_args(run_dir)
+    return push_to_hub(model, repo_id, **args, **kwargs)

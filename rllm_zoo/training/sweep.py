@@ -284,7 +284,11 @@ class SweepSpec:
                 f"{', '.join(bad_keys)} is set per run by the sweep; use llms, layers, variants, "
                 "seeds and out instead"
             )
-        self.base_config()  # the shared TrainConfig keys, checked
+        if self.base_config().eval_test is False:  # the shared TrainConfig keys, checked
+            raise ValueError(
+                "eval_test=false has no place in a sweep: it reports test once per run; "
+                "choose on validation with select_on: val"
+            )
         return self
 
     def base_config(self) -> TrainConfig:
