@@ -340,6 +340,7 @@ class LocalHubServer:
         self._repos: dict[tuple[str, str], _Repo] = {}
         self._lfs_store: dict[str, bytes] = {}
         self._log: list[RequestRecord] = []
+        self._log_generation = 0
         self._faults: list[Fault] = []
         self._counter = itertools.count()
         self._stopping = threading.Event()
@@ -568,13 +569,16 @@ class LocalHubServer:
         return sum(r.body_bytes for r in self.requests_matching(path_substring, method))
 
     def reset_stats(self) -> None:
-        """Clear the request log."""
+        """Clear the request log. A request that arrived before the reset is never logged after it, even if it
+        finishes later (a stalled answer from an earlier test whose client gave up long ago)."""
         with self._lock:
             self._log.clear()
+            self._log_generation += 1
 
-    def _record(self, record: RequestRecord) -> None:
+    def _record(self, record: RequestRecord, generation: int) -> None:
         with self._lock:
-            self._log.append(record)
+            if generation == self._log_generation:
+                self._log.append(record)
 
     # ------------------------------------------------------------------ fault injection
     def inject(
@@ -803,6 +807,7 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
             body_bytes=0,
             headers={k: v for k, v in self.headers.items()},
         )
+        generation = self.hub._log_generation
         logged = False
         try:
             body = self._read_body()
@@ -825,14 +830,14 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
                     response = self._error_response(_HubError(400, None, f"Bad request: {e}"), method)
             record.status = response.status
             # Log before the first byte leaves: a client that has its answer always finds it in the log.
-            self.hub._record(record)
+            self.hub._record(record, generation)
             logged = True
             self._send(response, method, fault, record)
         except (ConnectionError, TimeoutError, OSError):
             self.close_connection = True
         finally:
             if not logged:
-                self.hub._record(record)
+                self.hub._record(record, generation)
 
     def _write(self, data: bytes | FileData, record: RequestRecord) -> None:
         """Write body bytes in 64 KiB pieces, counting each piece just before it is handed to the socket."""

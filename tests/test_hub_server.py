@@ -342,3 +342,17 @@ def test_subprocess_uses_local_hub_env(local_hub: LocalHubServer):
     local_hub.reset_stats()
     assert run() == "from the local hub"  # same HF_HOME: served from the cache the first run filled
     assert local_hub.requests == []
+
+
+def test_stalled_request_from_before_a_reset_is_never_logged(local_hub: LocalHubServer):
+    """A client that gave up on a stalled answer must not show up in a later test's request log."""
+    repo_id = local_hub.new_repo_id("late")
+    local_hub.add_files(repo_id, {"a.txt": "late"})
+    local_hub.inject("delay", "a.txt", method="GET", seconds=1.5)
+    with pytest.raises(httpx2.TimeoutException):
+        httpx2.get(hf_hub_url(repo_id, "a.txt"), timeout=0.2)
+    local_hub.reset_stats()
+    time.sleep(2.0)  # the server finishes the stalled answer now
+    assert local_hub.requests == []
+    httpx2.get(hf_hub_url(repo_id, "a.txt"), timeout=5, follow_redirects=True)
+    assert len(local_hub.requests_matching("a.txt", method="GET")) == 1
