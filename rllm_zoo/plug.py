@@ -418,6 +418,20 @@ class BoosterHook:
     def __repr__(self) -> str:
         return f"BoosterHook(site={self.site.name!r}, layout={self.site.layout!r})"
 
+    @property
+    def __name__(self) -> str:
+        # torch.jit.script reads a hook's __name__ to compile it; a booster hook cannot be compiled,
+        # so say so in one line instead of TorchScript's "has no attribute '__name__'"
+        raise _NotScriptable(
+            f"rllm_zoo: this model runs its booster through a forward hook on {self.site.name!r}, which "
+            "torch.jit.script cannot compile; use torch.jit.trace, torch.jit.script(torch.fx.symbolic_trace(model)), "
+            "torch.compile or torch.export instead"
+        )
+
+
+class _NotScriptable(AttributeError):
+    """An ``AttributeError`` (so ``getattr(hook, "__name__", default)`` still works) with a message for users."""
+
 
 def attach_booster(
     model: nn.Module,

@@ -317,6 +317,13 @@ def test_copies_export_and_features(llm):
         torch.testing.assert_close(torch.load(buf, weights_only=False)(x), y, rtol=0, atol=0)
     exported = torch.export.export(model, (x,))
     torch.testing.assert_close(exported.module()(x), y, rtol=1e-4, atol=1e-5)
+    # TorchScript cannot compile a forward hook: one line that says so and names what works
+    with pytest.raises(AttributeError, match=r"forward hook on 'layer4'.*torch\.jit\.trace"):
+        torch.jit.script(model)
+    scripted = torch.jit.script(torch.fx.symbolic_trace(model))
+    torch.testing.assert_close(scripted(x), y, rtol=1e-4, atol=1e-5)
+    hooks = [h for m in model.modules() for h in m._forward_hooks.values()]
+    assert len(hooks) == 1 and getattr(hooks[0], "__name__", None) is None
     feats = timm.create_model("r_llm_boost", base="resnet18", llm=llm, features_only=True, out_indices=(3, 4))
     assert [tuple(f.shape) for f in feats(x)] == [(2, 256, 4, 4), (2, 512, 2, 2)]
     assert any(k.startswith("model.booster.block.") for k in feats.state_dict())
