@@ -152,9 +152,9 @@ def _sweep(args: argparse.Namespace) -> int:
     from .training.config import TrainConfig
     from .training.sweep import PER_RUN_KEYS, load_sweep_spec, run_sweep
 
-    if args.report_only:
-        report = run_sweep(out=args.out or "runs/sweep", report_only=True)
-        out = Path(args.out or "runs/sweep")
+    if args.report_only:  # the folder: --out, else the config's `out`, else the default
+        out = Path(load_sweep_spec(args.config, {"out": args.out}).out)
+        report = run_sweep(out=out, report_only=True)
     else:
         names = {f.name for f in dataclasses.fields(TrainConfig)}
         names -= set(PER_RUN_KEYS)

@@ -346,6 +346,12 @@ def test_report_only_rebuilds_from_the_runs(finished_sweep, capsys):
     assert (out / "sweep.md").is_file() and (out / "sweep.png").is_file() and _files(out / "runs") == runs
     assert main(["sweep", "--report-only", "--out", str(out / "nothing")]) == 2
     assert "not a sweep folder" in capsys.readouterr().err
+    # the folder named by the sweep's config file (as `make layer-sweep` uses them)
+    (out / "sweep.md").unlink()
+    config = out.parent / "spec.yaml"
+    config.write_text(f"out: {out}\n", encoding="utf-8")
+    assert main(["sweep", "--report-only", "--config", str(config)]) == 0
+    assert (out / "sweep.md").is_file()
 
 
 # ---------------------------------------------------------------------------------------------------------------
