@@ -12,6 +12,10 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
+#: a UNETR small enough for a test (32^3 input, width 32), boosted or plain
+TINY_UNETR = dict(
+    in_channels=1, out_channels=2, img_size=32, feature_size=4, hidden_size=32, mlp_dim=64, num_heads=4
+)
 
 
 def tiny_config(model_type: str):

@@ -13,6 +13,7 @@ import pytest
 import timm
 import timm.optim
 import torch
+from conftest import TINY_UNETR
 from torch import nn
 
 import rllm_zoo
@@ -60,15 +61,7 @@ MONAI = {
         "blocks.1",
     ),
     "UNETR": (
-        dict(
-            in_channels=1,
-            out_channels=2,
-            img_size=32,
-            feature_size=4,
-            hidden_size=32,
-            mlp_dim=64,
-            num_heads=4,
-        ),
+        TINY_UNETR,
         (1, 32, 32, 32),
         "vit.blocks.11",
     ),

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, SHARED, write_medmnist_npz
+from conftest import ROOT, SHARED, TINY_UNETR, write_medmnist_npz
 
 from rllm_zoo.bundles import (
     bundle_files,
@@ -87,17 +87,7 @@ def bundles(tmp_path_factory, tiny_llama) -> dict[str, Path]:
     vit = create_network("rllm_vit3d_small", num_classes=2, llm=tiny_llama, **SMALL)
     package_bundle(vit, root / "vit", dataset_flag="adrenalmnist3d")
     torch.manual_seed(0)
-    unetr = create_network(
-        "UNETR",
-        in_channels=1,
-        out_channels=2,
-        img_size=32,
-        feature_size=4,
-        hidden_size=32,
-        mlp_dim=64,
-        num_heads=4,
-        llm=tiny_llama,
-    )
+    unetr = create_network("UNETR", **TINY_UNETR, llm=tiny_llama)
     package_bundle(unetr, root / "unetr")
     return {
         "vit": root / "vit",
@@ -177,18 +167,24 @@ def test_verify_net_in_out(kind, bundles):
 # ---------------------------------------------------------------- exports
 
 
-@pytest.mark.parametrize("kind", ("vit", "vivit"))
-def test_ckpt_export_script(kind, bundles, adrenal_batch, tmp_path):
+def _ckpt_export(bundle: Path, ts: Path, **kw) -> None:
+    """MONAI's ckpt_export of the bundle's network_def with its checkpoint, to ``ts``."""
     from monai.bundle import ckpt_export
 
-    bundle = bundles[kind]
-    ts = tmp_path / "model.ts"
     ckpt_export(
         net_id="network_def",
         filepath=str(ts),
         ckpt_file=str(bundle / "models" / "model.pt"),
+        **kw,
         **configs(bundle),
     )
+
+
+@pytest.mark.parametrize("kind", ("vit", "vivit"))
+def test_ckpt_export_script(kind, bundles, adrenal_batch, tmp_path):
+    bundle = bundles[kind]
+    ts = tmp_path / "model.ts"
+    _ckpt_export(bundle, ts)
     extra = {"metadata.json": "", "inference.json": ""}
     loaded = torch.jit.load(str(ts), _extra_files=extra)
     assert json.loads(extra["inference.json"])["network_def"]["_target_"] == "rllm_zoo.monai.create_network"
@@ -199,17 +195,13 @@ def test_ckpt_export_script(kind, bundles, adrenal_batch, tmp_path):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_ckpt_export_trace_with_its_checks(kind, bundles, adrenal_batch, tmp_path):
-    from monai.bundle import ckpt_export
-
     bundle = bundles[kind]
     ts = tmp_path / "model.ts"
-    ckpt_export(
-        net_id="network_def",
-        filepath=str(ts),
-        ckpt_file=str(bundle / "models" / "model.pt"),
+    _ckpt_export(
+        bundle,
+        ts,
         use_trace=True,  # input_shape from the metadata: batch 1
         converter_kwargs={"verify": True, "check_trace": True, "device": torch.device("cpu")},
-        **configs(bundle),
     )
     x = batch_for(kind, adrenal_batch)
     with torch.no_grad():
