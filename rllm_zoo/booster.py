@@ -32,12 +32,15 @@ from collections.abc import Iterator
 
 import torch
 from torch import nn
+from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
 __all__ = [
     "VARIANTS",
     "LLMBooster",
     "UnitRMSNorm",
+    "autocast_on",
     "frozen_state_names",
+    "is_tracing",
     "parameter_counts",
     "trainable_parameters",
 ]
@@ -165,27 +168,23 @@ class LLMBooster(nn.Module):
         self.post_norm = UnitRMSNorm(norm_eps) if (post_norm and self.block is not None) else nn.Identity()
         if self.block is not None:
             # frozen (the paper): weights as buffers, always eval; unfrozen: the block is fine-tuned
-            if self.freeze:
-                _params_to_buffers(self.block)
-                self.block.eval()
-            else:
-                _buffers_to_params(self.block)
-                self.block.requires_grad_(True)
+            self._hold_block(self.freeze)
 
     def set_frozen(self, freeze: bool) -> "LLMBooster":
         """Freeze (weights become buffers, eval mode) or unfreeze (parameters, trainable) the block."""
-        if self.block is None or bool(freeze) == self.freeze:
-            self.freeze = bool(freeze) if self.block is not None else self.freeze
-            return self
-        if freeze:
+        if self.block is not None and bool(freeze) != self.freeze:
+            self.freeze = bool(freeze)
+            self._hold_block(self.freeze)
+        return self
+
+    def _hold_block(self, frozen: bool) -> None:
+        if frozen:
             _params_to_buffers(self.block)
             self.block.eval()
         else:
             _buffers_to_params(self.block)
             self.block.requires_grad_(True)
             self.block.train(self.training)
-        self.freeze = bool(freeze)
-        return self
 
     def train(self, mode: bool = True) -> "LLMBooster":
         super().train(mode)
@@ -200,16 +199,18 @@ class LLMBooster(nn.Module):
 
     def _block_out(self, h: torch.Tensor) -> torch.Tensor:
         x = h
+        tracing = False
         if not torch.jit.is_scripting():
+            tracing = is_tracing()
             # outside autocast the block runs in its own dtype; under autocast, in the caller's
             # (fx records the graph outside autocast)
-            if _checks_off() or not _autocast_on(h):
+            if tracing or not autocast_on(h):
                 dtype = _float_dtype(self.block)
                 if dtype is not None:
                     x = h.to(dtype)
         out = self.block(x)
         if not torch.jit.is_scripting():
-            if not _checks_off() and out.shape != h.shape:
+            if not tracing and out.shape != h.shape:
                 raise RuntimeError(
                     f"the LLM block returned shape {tuple(out.shape)} for input {tuple(h.shape)}; "
                     "a booster block must map (B, N, llm_width) to the same shape"
@@ -218,7 +219,7 @@ class LLMBooster(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         if not torch.jit.is_scripting():
-            if not _checks_off() and (z.ndim != 3 or z.shape[-1] != self.dim):
+            if not is_tracing() and (z.ndim != 3 or z.shape[-1] != self.dim):
                 raise ValueError(f"expected tokens of shape (B, N, {self.dim}), got {tuple(z.shape)}")
         h = self.adapter_in(z)
         v = self.variant
@@ -250,17 +251,30 @@ class LLMBooster(nn.Module):
         return f"dim={self.dim}, llm_width={self.llm_width}, variant={self.variant!r}, freeze={self.freeze}"
 
 
-def _autocast_on(x: torch.Tensor) -> bool:
-    """``torch.is_autocast_enabled`` for ``x``'s device; False where autocast does not exist (meta)."""
+def autocast_on(x: torch.Tensor) -> bool:
+    """``torch.is_autocast_enabled`` for ``x``'s device; False where autocast does not exist (meta).
+
+    Example:
+        >>> autocast_on(torch.zeros(1)), autocast_on(torch.zeros(1, device="meta"))
+        (False, False)
+    """
     kind = x.device.type
     return kind in ("cpu", "cuda", "xpu", "mps", "hpu") and torch.is_autocast_enabled(kind)
 
 
-def _checks_off() -> bool:
-    """Shape checks step aside while ``torch.fx`` / ``torch.jit.trace`` record the graph."""
-    from torch.fx._symbolic_trace import is_fx_symbolic_tracing
+def is_tracing() -> bool:
+    """True under ``torch.jit.trace`` or ``torch.fx`` symbolic tracing, where input checks step aside.
 
-    return is_fx_symbolic_tracing() or torch.jit.is_tracing()
+    The checks compare shapes in Python: a tracer would bake their outcome into the graph (and
+    warn), and fx proxies cannot be compared at all. Every model of the zoo skips them there (and
+    under TorchScript, with ``if not torch.jit.is_scripting()``); eager calls, ``torch.compile``
+    and ``torch.export`` keep them.
+
+    Example:
+        >>> is_tracing()
+        False
+    """
+    return torch.jit.is_tracing() or is_fx_symbolic_tracing()
 
 
 def _float_dtype(block: nn.Module) -> torch.dtype | None:

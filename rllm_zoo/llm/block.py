@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from ..booster import autocast_on, is_tracing
+
 __all__ = ["BlockInfo", "LLMBlock", "TensorHasher", "tensor_sha256"]
 
 
@@ -82,13 +84,6 @@ def _accepts(fn, name: str) -> bool:
         return name in inspect.signature(fn).parameters
     except (TypeError, ValueError):  # pragma: no cover - builtins
         return False
-
-
-def _tracing() -> bool:
-    """Inside ``torch.fx`` symbolic tracing (Python-side checks on shapes must step aside)."""
-    from torch.fx._symbolic_trace import is_fx_symbolic_tracing
-
-    return is_fx_symbolic_tracing()
 
 
 class LLMBlock(nn.Module):
@@ -182,13 +177,13 @@ class LLMBlock(nn.Module):
             return self._rotary_call(x, pos)
         assert self._rotary_dim is not None
         # identity rotation: cos = 1, sin = 0 (broadcasts over batch and tokens)
-        dtype = x.dtype if not _autocast_on(x) else torch.float32
+        dtype = x.dtype if not autocast_on(x) else torch.float32
         ones = torch.ones(1, 1, self._rotary_dim, dtype=dtype, device=x.device)
         return ones.expand(b, n, -1), torch.zeros_like(ones).expand(b, n, -1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not torch.jit.is_scripting():
-            if not (_tracing() or torch.jit.is_tracing()) and (x.ndim != 3 or x.shape[-1] != self.width):
+            if not is_tracing() and (x.ndim != 3 or x.shape[-1] != self.width):
                 raise ValueError(
                     f"{self.info.architecture} layer {self.info.layer} expects tokens of shape "
                     f"(B, N, {self.width}), got {tuple(x.shape)}"
@@ -215,9 +210,3 @@ class LLMBlock(nn.Module):
             f"source={i.source!r}, architecture={i.architecture!r}, layer={i.layer}/{i.num_layers}, "
             f"width={i.width}, causal={self.causal}, rotary={self.use_rotary}, native={self.native}"
         )
-
-
-def _autocast_on(x: torch.Tensor) -> bool:
-    """``torch.is_autocast_enabled`` for ``x``'s device; False on devices autocast does not know (meta)."""
-    kind = x.device.type
-    return kind in ("cpu", "cuda", "xpu", "mps", "hpu") and torch.is_autocast_enabled(kind)

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 import torch
 
+from ..booster import is_tracing  # re-exported: the networks' checks step aside while tracing
+
 __all__ = [
     "as_spatial_tuple",
     "check_input",
@@ -90,28 +92,6 @@ def check_transformer_sizes(hidden_size: int, mlp_dim: int, num_heads: int, drop
         )
     if not 0.0 <= float(dropout_rate) <= 1.0:
         raise ValueError(f"dropout_rate must lie in [0, 1], got {dropout_rate!r}")
-
-
-def is_tracing() -> bool:
-    """True under ``torch.jit.trace`` or ``torch.fx`` symbolic tracing, where input checks must not run.
-
-    The checks compare shapes in Python: a tracer would bake their outcome into the graph (and warn),
-    and fx proxies cannot be compared at all. The networks skip them there (and under TorchScript,
-    with ``if not torch.jit.is_scripting()``); eager calls, ``torch.compile`` and ``torch.export``
-    keep them.
-
-    Example:
-        >>> is_tracing()
-        False
-    """
-    if torch.jit.is_tracing():
-        return True
-    from torch.fx import _symbolic_trace
-
-    symbolic = getattr(_symbolic_trace, "is_fx_symbolic_tracing", None)
-    if symbolic is not None:
-        return bool(symbolic())
-    return bool(getattr(_symbolic_trace, "_is_fx_tracing_flag", False))  # pragma: no cover - older torch
 
 
 def check_input(x: torch.Tensor, in_channels: int, img_size: tuple[int, ...]) -> None:
