@@ -61,10 +61,12 @@ __all__ = [
     "boost",
     "boost_sites",
     "boost_with_args",
+    "booster_hooks",
     "family_of",
     "find_booster",
     "make_booster",
     "prune_with_booster",
+    "remove_booster_hooks",
     "resolve_site",
 ]
 
@@ -511,12 +513,32 @@ def prune_with_booster(model: nn.Module, *args: Any, **kwargs: Any) -> Any:
     before = _submodule(model, site.name) if site is not None else None
     taken = type(model).prune_intermediate_layers(model, *args, **kwargs)
     if before is not None and _submodule(model, site.name) is not before:
-        for key, hook in list(_hook_target(before)._forward_hooks.items()):
-            if isinstance(hook, BoosterHook) and hook.owner is model:
-                del _hook_target(before)._forward_hooks[key]
+        remove_booster_hooks(_hook_target(before), owner=model)
         model.booster = None
         model.boost_site = None
     return taken
+
+
+def booster_hooks(model: nn.Module) -> list[tuple[nn.Module, int, BoosterHook]]:
+    """``(module, key, hook)`` of every forward hook in ``model`` that runs a booster.
+
+    Example:
+        >>> booster_hooks(nn.Linear(2, 2))
+        []
+    """
+    return [
+        (m, key, hook)
+        for m in model.modules()
+        for key, hook in m._forward_hooks.items()
+        if isinstance(hook, BoosterHook)
+    ]
+
+
+def remove_booster_hooks(model: nn.Module, owner: nn.Module | None = None) -> None:
+    """Remove the booster hooks in ``model`` (only those bound to ``owner``'s booster, when given)."""
+    for module, key, hook in booster_hooks(model):
+        if owner is None or hook.owner is owner:
+            del module._forward_hooks[key]
 
 
 def _submodule(model: nn.Module, name: str) -> nn.Module | None:

@@ -40,10 +40,9 @@ from timm.models._manipulate import checkpoint, checkpoint_seq
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 from torch import nn
 
-from . import booster as _booster_module
-from .booster import VARIANTS, LLMBooster
+from .booster import VARIANTS, LLMBooster, frozen_state_names, is_tracing
 from .llm import DEFAULT_LLM, load_llm_block, referenced_block
-from .plug import BoosterHook, BoostSite, attach_booster
+from .plug import BoostSite, attach_booster, remove_booster_hooks
 
 __all__ = ["BOOSTER_ARGS", "BoostedVisionTransformer", "booster_args", "default_hub_org"]
 
@@ -190,7 +189,7 @@ class BoostedVisionTransformer(VisionTransformer):
     @torch.jit.unused
     def _check_image(self, x: torch.Tensor) -> None:
         """Friendly one-line errors for a wrong input (eager only: skipped by TorchScript and fx)."""
-        if isinstance(x, torch.fx.Proxy) or _fx_tracing():
+        if isinstance(x, torch.fx.Proxy) or is_tracing():
             return
         want = self.patch_embed.proj.in_channels
         if x.ndim != 4 or x.shape[1] != want:
@@ -262,10 +261,7 @@ class BoostedVisionTransformer(VisionTransformer):
             x = checkpoint_seq(self.blocks, x)
         else:
             x = self.blocks(x)
-        if self.booster is not None:
-            x = self.booster(x)
-        x = self.norm(x)
-        return x
+        return self.norm(self._boost(x))
 
     def forward_intermediates(
         self,
@@ -391,28 +387,19 @@ class BoostedVisionTransformer(VisionTransformer):
         return matcher
 
 
-def _fx_tracing() -> bool:
-    """True while ``torch.fx`` traces (symbolic values cannot drive the input checks)."""
-    trace = getattr(torch.fx, "_symbolic_trace", None)
-    check = getattr(trace, "is_fx_symbolic_tracing", None) or getattr(trace, "is_fx_tracing", None)
-    return bool(check()) if check is not None else False
-
-
 def _drop_legacy_hooks(model: BoostedVisionTransformer) -> None:
     """Remove the hooks of models pickled when the booster ran as a hook on the last block.
 
     The class now calls the booster and the input check itself; keeping the old hooks would
     run the booster twice.
     """
-    legacy = {"_check_input", "_apply_booster"}
+    remove_booster_hooks(model)
+    legacy = {"_check_input", "_apply_booster"}  # bound methods of the model, once hooks
     for module in model.modules():
         for hooks in (module._forward_pre_hooks, module._forward_hooks):
             for key, hook in list(hooks.items()):
                 func = getattr(hook, "__func__", None)
-                bound = getattr(hook, "__self__", None)
-                if isinstance(hook, BoosterHook) or (
-                    bound is model and getattr(func, "__name__", None) in legacy
-                ):
+                if getattr(hook, "__self__", None) is model and getattr(func, "__name__", None) in legacy:
                     del hooks[key]
 
 
@@ -511,13 +498,7 @@ def _filter_fn(
 
 def _frozen_block_names(model: BoostedVisionTransformer) -> set[str]:
     """State-dict names of the frozen LLM block (parameters or buffers, whichever holds it)."""
-    names = getattr(_booster_module, "frozen_state_names", None)
-    if names is not None:
-        return {n for n in names(model) if n.startswith("booster.block.")}
-    booster = model.booster
-    if booster is None or booster.block is None or not booster.freeze:
-        return set()
-    return {k for k in model.state_dict() if k.startswith("booster.block.")}
+    return {n for n in frozen_state_names(model) if n.startswith("booster.block.")}
 
 
 def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> BoostedVisionTransformer:

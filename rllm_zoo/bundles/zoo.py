@@ -192,12 +192,17 @@ def read_large_files(bundle: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 def check_model_zoo(
-    bundle: str | os.PathLike, *, max_file_mb: float = MAX_FILE_MB, schema: str | os.PathLike | None = None
+    bundle: str | os.PathLike,
+    *,
+    max_file_mb: float = MAX_FILE_MB,
+    schema: str | os.PathLike | None = None,
+    verify_hashes: bool = True,
 ) -> None:
     """Raise a one-line ``ValueError`` naming every model-zoo rule the bundle breaks (see the module docstring).
 
     Files over ``max_file_mb`` must be listed in ``large_files.yml`` (a listed file that is present
-    must match its hash); ``schema``: a local copy of MONAI's metadata schema to also run
+    must match its hash, unless ``verify_hashes=False``: for a listing just written from the same
+    files); ``schema``: a local copy of MONAI's metadata schema to also run
     ``monai.bundle.verify_metadata`` offline.
 
     Example:
@@ -232,7 +237,8 @@ def check_model_zoo(
         size = (root / rel).stat().st_size
         if rel in listed:
             entry = listed[rel]
-            if entry.get("hash_val") and str(entry.get("hash_type", "")).lower() == _HASH_TYPE:
+            sha = str(entry.get("hash_type", "")).lower() == _HASH_TYPE
+            if verify_hashes and entry.get("hash_val") and sha:
                 if _sha256(root / rel) != entry["hash_val"]:
                     problems.append(f"{rel} does not match its sha256 in {LARGE_FILES}")
         elif size > limit:
@@ -330,16 +336,16 @@ def package_bundle(
             f"https://huggingface.co/{save_kwargs['repo_id']}/resolve/{save_kwargs.get('revision') or 'main'}"
         )
     info["large_files"] = write_large_files(root, url, max_file_mb=max_file_mb)
-    check_model_zoo(root, max_file_mb=max_file_mb)
+    check_model_zoo(root, max_file_mb=max_file_mb, verify_hashes=False)  # the hashes were just computed
     info["files"] = {rel: (root / rel).stat().st_size for rel in _files(root)}
     return info
 
 
 def _hooked(model: Any) -> bool:
     """True when a forward hook runs the booster (boosted MONAI networks): TorchScript cannot script it."""
-    from ..plug import BoosterHook
+    from ..plug import booster_hooks
 
-    return any(isinstance(h, BoosterHook) for m in model.modules() for h in m._forward_hooks.values())
+    return bool(booster_hooks(model))
 
 
 def _input_shape(root: Path) -> list[int]:

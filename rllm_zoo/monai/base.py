@@ -25,7 +25,7 @@ import torch
 from monai.networks.blocks import PatchEmbeddingBlock, TransformerBlock
 from torch import nn
 
-from ..plug import BoosterHook
+from ..plug import remove_booster_hooks
 from .checks import (
     as_spatial_tuple,
     check_input,
@@ -217,7 +217,4 @@ def _drop_booster_hooks(model: nn.Module) -> None:
 
     The classes now call the booster in ``forward``; keeping an old hook would run it twice.
     """
-    for module in model.modules():
-        for key, hook in list(module._forward_hooks.items()):
-            if isinstance(hook, BoosterHook):
-                del module._forward_hooks[key]
+    remove_booster_hooks(model)

@@ -101,8 +101,6 @@ def build_booster(
     if booster == "mlp":
         width = llm_width or _declared_width(block)
         return LLMBooster(hidden_size, None, variant="mlp", llm_width=width)
-    if not freeze_llm:
-        block.requires_grad_(True)
     return LLMBooster(
         hidden_size, block, variant=booster, llm_width=llm_width, post_norm=llm_post_norm, freeze=freeze_llm
     )
