@@ -328,3 +328,35 @@ def test_eval_test_false_never_reads_the_test_split(medmnist_root, tiny_llm, tmp
 
     summary = summarize_seeds([metrics])
     assert "val_auc_mean" in summary and "test_auc_mean" not in summary
+
+
+def test_ddp_skips_only_the_frozen_block_in_its_buffer_sync(tmp_path):
+    """A boosted CNN under DDP: BatchNorm statistics are synced and broadcast, the frozen LLM block is not."""
+    import torch.distributed as dist
+    from torch import nn
+
+    from rllm_zoo import boost
+    from rllm_zoo.booster import frozen_state_names
+    from rllm_zoo.training.engine import wrap_ddp
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(1, 8, 3), nn.BatchNorm2d(8), nn.ReLU())
+            self.head = nn.Conv2d(8, 8, 3)
+
+        def forward(self, x):
+            return self.head(self.stem(x))
+
+    model = boost(Net(), llm="random:smollm2", at="head")
+    frozen = frozen_state_names(model)
+    assert frozen and all(n.startswith("booster.block.") for n in frozen)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        ddp = wrap_ddp(model, torch.device("cpu"))
+        synced = set(ddp.named_module_buffers)
+        assert {"stem.1.running_mean", "stem.1.running_var", "stem.1.num_batches_tracked"} <= synced
+        assert not synced & frozen
+        assert ddp.module is model and ddp.broadcast_buffers  # BatchNorm statistics follow rank 0 each step
+    finally:
+        dist.destroy_process_group()

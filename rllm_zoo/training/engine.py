@@ -30,7 +30,7 @@ import yaml
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from ..booster import parameter_counts
+from ..booster import frozen_state_names, parameter_counts
 from ..data import PREPROCESSING_FILE, RunData
 from ..progress import progress
 from .checkpoint import (
@@ -100,6 +100,21 @@ def _write_json(path: Path, data: Any) -> None:
 
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def wrap_ddp(model: nn.Module, device: torch.device) -> nn.parallel.DistributedDataParallel:
+    """``model`` in DistributedDataParallel (the process group must be initialised).
+
+    The frozen LLM block (buffers, read from the same source on every rank) is left out of DDP's
+    start-up sync and per-step buffer broadcast; every other buffer (BatchNorm statistics of a
+    boosted CNN) keeps both, as plain DDP does.
+    """
+    nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+        model, sorted(frozen_state_names(model))
+    )
+    return nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None
+    )
 
 
 def _loaders(cfg: TrainConfig, data: RunData, prep, rank: int, world: int, show: bool):
@@ -241,10 +256,7 @@ def fit(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         opt.load_state_dict(state["optimizer"])
         start_epoch, step, best, history = state["epoch"] + 1, state["step"], state["best"], state["history"]
     if world > 1:
-        # the frozen LLM block is held as buffers, equal on every rank: nothing to broadcast per step
-        model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
-        )
+        model = wrap_ddp(model, device)
 
     if rank == 0:  # the log is rebuilt from the checkpoint: no half-epoch lines survive a crash
         atomic_write_text(out / "log.jsonl", "".join(json.dumps(h) + "\n" for h in history))
@@ -367,8 +379,7 @@ def _finish(cfg, data: RunData, model, history, test_loader, device, amp) -> dic
         "test": test,
         "epochs": cfg.epochs,
         "train_seconds": round(sum(h["seconds"] for h in history), 1),
-        "params_trainable": parameter_counts(model)[0],
-        "params_frozen": parameter_counts(model)[1],
+        **dict(zip(("params_trainable", "params_frozen"), parameter_counts(model))),
     }
     title = f"{info.title} {cfg.model} booster={cfg.booster} seed={cfg.seed}"
     plot_curves(history, out / "curves.png", title)
