@@ -207,6 +207,7 @@ def fit(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     list of own data), the log, checkpoints, metrics and plots.
     """
     cfg.validate()
+    owns_group = not (dist.is_available() and dist.is_initialized())  # a sweep keeps one group for all runs
     rank, world = _distributed()
     device = _device(cfg, rank)
     out = Path(cfg.out)
@@ -339,7 +340,8 @@ def fit(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         result = _finish(cfg, data, _unwrap(model), history, test_loader, device, amp)
     if world > 1:
         dist.barrier()
-        dist.destroy_process_group()
+        if owns_group:  # re-creating a group on torchrun's store can read the old group's addresses
+            dist.destroy_process_group()
     return result
 
 
