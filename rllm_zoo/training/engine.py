@@ -60,15 +60,17 @@ class RunExistsError(FileExistsError):
     """The output folder already holds a run."""
 
 
-def _distributed() -> tuple[int, int]:
-    """(rank, world size); initialises the process group under torchrun."""
+def _distributed() -> tuple[int, int, bool]:
+    """(rank, world size, created): initialises the process group under torchrun unless one exists
+    (a torchrun sweep keeps one group for all its runs); ``created`` says whether this call made it."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
+    created = world > 1 and not dist.is_initialized()
+    if created:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend=backend)
     if dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+        return dist.get_rank(), dist.get_world_size(), created
+    return 0, 1, created
 
 
 def _device(cfg: TrainConfig, rank: int) -> torch.device:
@@ -207,8 +209,7 @@ def fit(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     list of own data), the log, checkpoints, metrics and plots.
     """
     cfg.validate()
-    owns_group = not (dist.is_available() and dist.is_initialized())  # a sweep keeps one group for all runs
-    rank, world = _distributed()
+    rank, world, owns_group = _distributed()
     device = _device(cfg, rank)
     out = Path(cfg.out)
     data = open_training_data(cfg, download=cfg.download and rank == 0)
