@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from rllm_zoo.training import TrainConfig, fit, summarize_seeds
 from rllm_zoo.training.config import atomic_write_text
+from rllm_zoo.training.sweep_stats import welch
 
 #: The four arms of the comparison: (name, booster, llm).
 CONFIGS: list[tuple[str, str, str | None]] = [
@@ -140,15 +141,6 @@ COMPARISONS = [
 ]
 
 
-def _welch_p(a: list[float], b: list[float]) -> float | None:
-    """Two-sided p-value of Welch's t-test (None with fewer than two runs on a side)."""
-    from scipy.stats import ttest_ind
-
-    if len(a) < 2 or len(b) < 2:
-        return None
-    return float(ttest_ind(a, b, equal_var=False).pvalue)
-
-
 def _comparisons(arms: dict[str, dict[str, Any]]) -> list[str]:
     """A table of differences of mean test scores between arms, with Welch's t-test."""
     rows = []
@@ -159,8 +151,8 @@ def _comparisons(arms: dict[str, dict[str, Any]]) -> list[str]:
         for metric in ("acc", "auc"):
             a = [r["test"][metric] for r in arms[arm]["runs"]]
             b = [r["test"][metric] for r in arms[ref]["runs"]]
-            pvalue = _welch_p(a, b)
-            diff = 100 * (sum(a) / len(a) - sum(b) / len(b))
+            w = welch(a, b)
+            pvalue, diff = w.p, 100 * w.diff
             cells.append(f"{diff:+.2f} (p = {pvalue:.2f})" if pvalue is not None else f"{diff:+.2f}")
         rows.append(f"| {SHORT[arm]} − {SHORT[ref]} | {cells[0]} | {cells[1]} | {question} |")
     if not rows:
