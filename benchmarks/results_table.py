@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
 from pathlib import Path
 from typing import Any
 
-import torch
 from tqdm.auto import tqdm
 
+from rllm_zoo.environment import describe_runs
 from rllm_zoo.training import TrainConfig, fit, summarize_seeds
 from rllm_zoo.training.config import atomic_write_text
 from rllm_zoo.training.sweep_stats import welch
@@ -183,7 +182,7 @@ def write_markdown(
         "",
         f"Produced by `{command}`; every number below is read from the runs' own `metrics.json` under "
         f"[{results}](../{results}) (one folder per dataset / arm / seed, with its training log and plots). "
-        f"Machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}.",
+        + describe_runs([r for arms in table.values() for a in arms.values() for r in a["runs"]]),
         "",
         f"**Status: {'complete' if complete else 'IN PROGRESS'}** ({'; '.join(status)} finished). "
         + (

@@ -11,7 +11,7 @@ PACKAGE = ROOT / "rllm_zoo"
 
 #: bottom to top; a part may import from its own layer and any layer before it
 LAYERS: list[set[str]] = [
-    {"atomic", "progress", "hf_cache", "booster"},  # torch only
+    {"atomic", "progress", "hf_cache", "environment", "booster"},  # torch only
     {"llm"},  # LLM sources
     {"plug", "timm_boost", "timm_vit", "monai", "cam", "flops"},  # model families
     {"data"},

@@ -52,6 +52,9 @@ def test_cli_train_eval_package(medmnist_root, tiny_llm, tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["select_metric"] == "val_auc" and 1 <= metrics["selected_epoch"] <= 2
     assert set(metrics["test"]) == {"acc", "auc", "loss"} and 0 <= metrics["test"]["auc"] <= 1
+    env = metrics["environment"]  # where the numbers come from travels with them
+    assert env["torch"] == torch.__version__ and env["device"] == "cpu" and env["threads"] >= 1
+    assert env["rllm_zoo"] and env["git_commit"]  # the tests run from the source checkout
     for name in (
         "config.yaml",
         "log.jsonl",

@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from ..booster import frozen_state_names, parameter_counts
 from ..data import PREPROCESSING_FILE, RunData
+from ..environment import environment
 from ..progress import progress
 from .checkpoint import (
     llm_fingerprint,
@@ -383,6 +384,7 @@ def _finish(cfg, data: RunData, model, history, test_loader, device, amp) -> dic
         "epochs": cfg.epochs,
         "train_seconds": round(sum(h["seconds"] for h in history), 1),
         **dict(zip(("params_trainable", "params_frozen"), parameter_counts(model))),
+        "environment": environment(device),
     }
     title = f"{info.title} {cfg.model} booster={cfg.booster} seed={cfg.seed}"
     plot_curves(history, out / "curves.png", title)

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..atomic import atomic_write_text
+from ..environment import describe_runs
 from .sweep_stats import holm, mean_std, welch
 
 if TYPE_CHECKING:
@@ -183,6 +184,7 @@ def build_report(
         "arms": arms_out,
         "comparisons": _comparisons(plan.arms, runs),
         "selection": selection,
+        "trained_with": describe_runs([r for rs in runs.values() for r in rs]),
     }
 
 
@@ -270,7 +272,7 @@ def write_markdown(report: dict[str, Any], path: str | os.PathLike) -> None:
         f"{base.get('batch_size')}; the checkpoint is selected on the **validation** split "
         f"(`{base.get('select_metric')}`) and the **test** split is evaluated once with it. Seeds "
         f"{spec['seeds']}; n below is the number of finished seeds of an arm. Numbers are % (mean ± sample "
-        "std over seeds).",
+        "std over seeds). " + report.get("trained_with", ""),
         "",
         "## Layers",
         "",
