@@ -14,15 +14,14 @@ import pytest
 from conftest import ROOT
 
 from rllm_zoo.cli import main
+from rllm_zoo.training.locks import claim_lock, read_lock
 from rllm_zoo.training.sweep import (
     SweepSpec,
-    claim_lock,
     collect_runs,
     llm_num_layers,
     load_plan,
     load_sweep_spec,
     plan_sweep,
-    read_lock,
     resolve_layer,
 )
 from rllm_zoo.training.sweep_report import build_report, select_arm, write_report

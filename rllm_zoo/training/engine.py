@@ -202,6 +202,106 @@ def _prepare_out(out: Path, cfg: TrainConfig, resume: bool) -> dict | None:
     return None
 
 
+def _train_epoch(
+    model: nn.Module,
+    loader,
+    opt,
+    sched,
+    criterion,
+    info,
+    cfg: TrainConfig,
+    device: torch.device,
+    amp: torch.dtype | None,
+    *,
+    epoch: int,
+    steps: int,
+    step: int,
+    show: bool,
+) -> tuple[float, int]:
+    """One pass over the training batches; returns (mean training loss over all ranks, global step)."""
+    model.train()
+    running, seen = 0.0, 0
+    batches = progress(
+        loader, total=steps, desc=f"epoch {epoch}", leave=False, disable=not show, unit="batch"
+    )
+    for i, (x, y) in enumerate(batches):
+        if i >= steps:
+            break
+        x, y = x.to(device), y.to(device)
+        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            logits = model(x)
+        loss = criterion(logits.float(), targets_for_loss(info, y))
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch}, step {i}; lower --lr")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
+        opt.step()
+        step += 1
+        sched.step_update(step)
+        if _FAULT_STEP is not None and step == _FAULT_STEP:  # testing aid: a crash mid-epoch
+            os.kill(os.getpid(), signal.SIGKILL)
+        running += loss.item() * len(x)
+        seen += len(x)
+        batches.set_postfix(loss=f"{running / seen:.4f}")
+    if dist.is_available() and dist.is_initialized():
+        t = torch.tensor([running, seen], dtype=torch.float64, device=device)
+        dist.all_reduce(t)
+        running, seen = float(t[0]), int(t[1])
+    return running / max(seen, 1), step
+
+
+def _end_epoch(
+    net: nn.Module,
+    val_loader,
+    data: RunData,
+    cfg: TrainConfig,
+    device: torch.device,
+    amp: torch.dtype | None,
+    opt,
+    history: list[dict[str, Any]],
+    *,
+    epoch: int,
+    step: int,
+    best: float | None,
+    train_loss: float,
+    started: float,
+) -> dict[str, Any]:
+    """Validate, log and checkpoint a finished epoch (rank 0); returns its log record.
+
+    The record is appended to ``history`` and ``log.jsonl``; ``best.pt`` is written when the
+    epoch is the best on ``cfg.select_metric`` so far (``record["best"]``, its value in
+    ``record["best_value"]``, which the log leaves out), ``last.pt`` always.
+    """
+    out = Path(cfg.out)
+    scores, labels, val_loss = predict(net, val_loader, data.info, device, amp)
+    val = data.metrics("val", scores, labels)
+    record = {
+        "epoch": epoch,
+        "train_loss": train_loss,
+        "val_loss": val_loss,
+        "val_auc": val["auc"],
+        "val_acc": val["acc"],
+        "lr": opt.param_groups[0]["lr"],
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    value = val_loss if cfg.select_metric == "loss" else val[cfg.select_metric]
+    record["best"] = _better(cfg.select_metric, value, best)
+    common = {"model": trainable_state(net), "llm_sha256": llm_fingerprint(net), "epoch": epoch}
+    if record["best"]:
+        best = value
+        save_checkpoint(out / "best.pt", {**common, "val": {**val, "loss": val_loss}})
+    history.append(record)
+    save_checkpoint(
+        out / "last.pt",
+        {**common, "optimizer": opt.state_dict(), "step": step, "best": best, "history": history},
+    )
+    with open(out / "log.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+    return {**record, "best_value": value}
+
+
 def fit(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     """Train ``cfg``, select on validation, test once; returns the content of ``metrics.json``.
 
@@ -276,64 +376,39 @@ def fit(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         t0 = time.perf_counter()
         _seed_epoch(cfg, epoch, rank, [train_ds])
         sampler.set_epoch(epoch)
-        model.train()
-        running, seen = 0.0, 0
-        batches = progress(
-            train_loader, total=steps, desc=f"epoch {epoch}", leave=False, disable=not show, unit="batch"
+        train_loss, step = _train_epoch(
+            model,
+            train_loader,
+            opt,
+            sched,
+            criterion,
+            info,
+            cfg,
+            device,
+            amp,
+            epoch=epoch,
+            steps=steps,
+            step=step,
+            show=show,
         )
-        for i, (x, y) in enumerate(batches):
-            if i >= steps:
-                break
-            x, y = x.to(device), y.to(device)
-            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                logits = model(x)
-            loss = criterion(logits.float(), targets_for_loss(info, y))
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch}, step {i}; lower --lr")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
-            opt.step()
-            step += 1
-            sched.step_update(step)
-            if _FAULT_STEP is not None and step == _FAULT_STEP:  # testing aid: a crash mid-epoch
-                os.kill(os.getpid(), signal.SIGKILL)
-            running += loss.item() * len(x)
-            seen += len(x)
-            batches.set_postfix(loss=f"{running / seen:.4f}")
-        if world > 1:
-            t = torch.tensor([running, seen], dtype=torch.float64, device=device)
-            dist.all_reduce(t)
-            running, seen = float(t[0]), int(t[1])
         if rank == 0:
-            net = _unwrap(model)
-            scores, labels, val_loss = predict(net, val_loader, info, device, amp)
-            val = data.metrics("val", scores, labels)
-            record = {
-                "epoch": epoch,
-                "train_loss": running / max(seen, 1),
-                "val_loss": val_loss,
-                "val_auc": val["auc"],
-                "val_acc": val["acc"],
-                "lr": opt.param_groups[0]["lr"],
-                "seconds": round(time.perf_counter() - t0, 2),
-            }
-            value = val_loss if cfg.select_metric == "loss" else val[cfg.select_metric]
-            record["best"] = _better(cfg.select_metric, value, best)
-            weights = trainable_state(net)
-            common = {"model": weights, "llm_sha256": llm_fingerprint(net), "epoch": epoch}
-            if record["best"]:
-                best = value
-                save_checkpoint(out / "best.pt", {**common, "val": {**val, "loss": val_loss}})
-            history.append(record)
-            save_checkpoint(
-                out / "last.pt",
-                {**common, "optimizer": opt.state_dict(), "step": step, "best": best, "history": history},
+            record = _end_epoch(
+                _unwrap(model),
+                val_loader,
+                data,
+                cfg,
+                device,
+                amp,
+                opt,
+                history,
+                epoch=epoch,
+                step=step,
+                best=best,
+                train_loss=train_loss,
+                started=t0,
             )
-            with open(out / "log.jsonl", "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
-            epochs.set_postfix(val_auc=f"{val['auc']:.3f}", val_acc=f"{val['acc']:.3f}")
+            best = record["best_value"] if record["best"] else best
+            epochs.set_postfix(val_auc=f"{record['val_auc']:.3f}", val_acc=f"{record['val_acc']:.3f}")
         if world > 1:
             dist.barrier()
 

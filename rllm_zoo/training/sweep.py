@@ -51,33 +51,26 @@ import json
 import math
 import os
 import re
-import socket
 import sys
-import threading
-import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_write_text
 from .config import TrainConfig, load_config, read_yaml_mapping
+from .locks import RunLock, claim_lock, lock_stale, read_lock, wait_for_lock
 
 __all__ = [
     "CONTROLS",
     "VARIANTS",
     "Arm",
     "Job",
-    "RunLock",
     "SweepPlan",
     "SweepSpec",
-    "claim_lock",
     "llm_num_layers",
     "load_sweep_spec",
     "plan_sweep",
-    "read_lock",
     "resolve_layer",
     "run_sweep",
 ]
@@ -106,7 +99,6 @@ SWEEP_KEYS: tuple[str, ...] = (
     "stale_after",
 )
 PLAN_FILE = "sweep_plan.json"
-HEARTBEAT_S = 30.0
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -558,164 +550,6 @@ def load_plan(out: str | os.PathLike) -> SweepPlan:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# locks
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # PermissionError: it exists, as another user's
-        return True
-    return True
-
-
-def read_lock(path: str | os.PathLike) -> dict[str, Any] | None:
-    """The holder recorded in a lock file (``None`` when absent, empty or unreadable)."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _lock_stale(path: Path, holder: dict[str, Any] | None, stale_after: float) -> bool:
-    try:
-        age = time.time() - path.stat().st_mtime
-    except FileNotFoundError:
-        return False  # gone: not ours to take over, the caller retries the create
-    if age > stale_after:
-        return True  # no heartbeat for that long: a dead or frozen process, on any host
-    if holder is None:
-        return False  # being written right now
-    pid = holder.get("pid")
-    return holder.get("host") == socket.gethostname() and isinstance(pid, int) and not _pid_alive(pid)
-
-
-class RunLock:
-    """A claimed lock file; :meth:`release` removes it (only while it is still this holder's).
-
-    While held, a heartbeat thread touches the file every 30 s, so other processes on other hosts
-    can tell a live holder from a dead one (see ``stale_after`` of :func:`claim_lock`).
-    """
-
-    def __init__(self, path: Path, token: str) -> None:
-        self.path = path
-        self.token = token
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start_heartbeat(self, interval: float = HEARTBEAT_S) -> RunLock:
-        def beat() -> None:
-            while not self._stop.wait(interval):
-                if not self.held():
-                    return
-                try:
-                    os.utime(self.path)
-                except OSError:
-                    return
-
-        self._thread = threading.Thread(target=beat, name=f"heartbeat {self.path.name}", daemon=True)
-        self._thread.start()
-        return self
-
-    def held(self) -> bool:
-        holder = read_lock(self.path)
-        return holder is not None and holder.get("token") == self.token
-
-    def release(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        if self.held():
-            self.path.unlink(missing_ok=True)
-
-    def __enter__(self) -> RunLock:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
-def _create_lock(path: Path, what: str) -> RunLock | None:
-    token = uuid.uuid4().hex
-    content = {
-        "pid": os.getpid(),
-        "host": socket.gethostname(),
-        "token": token,
-        "run": what,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
-        return None
-    try:
-        os.write(fd, (json.dumps(content) + "\n").encode())
-    finally:
-        os.close(fd)
-    return RunLock(path, token)
-
-
-def claim_lock(path: str | os.PathLike, stale_after: float = 600.0, what: str = "") -> RunLock | None:
-    """Claim a lock file atomically; ``None`` while another live process holds it.
-
-    The file is created with ``O_CREAT | O_EXCL`` (exactly one creator wins, also on NFS v3+) and
-    holds JSON: ``pid``, ``host``, ``token`` (random), ``run`` and ``created``. A lock is stale, and
-    taken over, when its ``pid`` is dead on this host or its mtime (the heartbeat) is older than
-    ``stale_after`` seconds. Takeover is serialised by a ``<lock>.takeover`` file (also
-    ``O_EXCL``), and the stale lock is removed only if it still holds the same token, so two
-    processes never both take over one lock.
-
-    Example:
-        >>> lock = claim_lock("runs/sweep/locks/baseline.seed0.lock")       # doctest: +SKIP
-        >>> if lock is not None:                                             # doctest: +SKIP
-        ...     with lock.start_heartbeat():
-        ...         train()
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for _ in range(3):
-        lock = _create_lock(path, what)
-        if lock is not None:
-            return lock
-        holder = read_lock(path)
-        if not path.exists():
-            continue  # released between our create and read: try again
-        if not _lock_stale(path, holder, stale_after):
-            return None
-        guard = path.with_name(path.name + ".takeover")
-        try:
-            fd = os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:  # a takeover left behind by a process that died in the middle of it
-                if time.time() - guard.stat().st_mtime > 60:
-                    guard.unlink(missing_ok=True)
-            except FileNotFoundError:
-                pass
-            return None
-        os.close(fd)
-        try:
-            if read_lock(path) != holder or not _lock_stale(path, holder, stale_after):
-                return None  # someone else took it over (or it came back to life)
-            path.unlink(missing_ok=True)
-            return _create_lock(path, what)
-        finally:
-            guard.unlink(missing_ok=True)
-    return None
-
-
-def _wait_for_lock(path: Path, stale_after: float, timeout: float = 120.0) -> RunLock | None:
-    deadline = time.monotonic() + timeout
-    while True:
-        lock = claim_lock(path, stale_after, what="report")
-        if lock is not None or time.monotonic() > deadline:
-            return lock
-        time.sleep(0.2)
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # running
 
 
@@ -731,7 +565,7 @@ class _Coordinator:
         self.rank = int(os.environ.get("RANK", "0"))
 
     def ensure(self) -> None:
-        """(Re)create the process group: fit() ends each run it trains by destroying it."""
+        """Create the process group once: fit() leaves a group it did not create in place."""
         if self.world == 1:
             return
         import torch
@@ -897,7 +731,7 @@ def run_sweep(
     report: dict[str, Any] = {}
     if rank == 0:
         stale_after = float(plan.spec.get("stale_after", 600.0))
-        lock = _wait_for_lock(folder / "locks" / "report.lock", stale_after)
+        lock = wait_for_lock(folder / "locks" / "report.lock", stale_after)
         try:  # serialised, so the last process to finish writes the complete report
             report = build_report(plan, collect_runs(folder, plan), busy=_busy_runs(folder, plan))
             write_report(folder, report)
@@ -919,6 +753,6 @@ def _busy_runs(out: Path, plan: SweepPlan) -> list[str]:
     for job in plan.jobs:
         lock = out / job.lock
         if lock.exists() and not (out / job.dir / "metrics.json").is_file():
-            if not _lock_stale(lock, read_lock(lock), stale_after):
+            if not lock_stale(lock, read_lock(lock), stale_after):
                 busy.append(f"{job.arm}/seed{job.seed}")
     return busy
