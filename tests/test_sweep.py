@@ -463,6 +463,15 @@ def test_two_concurrent_processes_split_the_grid(medmnist_root, tiny_llm, tmp_pa
     assert trained[0] and trained[1]  # both worked on the grid ...
     assert not trained[0] & trained[1]  # ... and no run was trained twice
     assert len(trained[0] | trained[1]) == 15
+    finished = [
+        {
+            ln.split("] ")[1].split(":")[0]
+            for ln in err.splitlines()
+            if ": done in " in ln and ", val AUC " in ln
+        }
+        for _, err in results
+    ]
+    assert finished == trained  # each process says when each of its runs ended, with its val score
     report = json.loads((out / "sweep.json").read_text())
     assert report["status"]["complete"] and all(a["n"] == 3 for a in report["arms"])
 

@@ -52,6 +52,7 @@ import math
 import os
 import re
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -644,8 +645,9 @@ def _run_jobs(plan: SweepPlan, out: Path, stale_after: float) -> dict[str, list[
             _log(f"[{i}/{total}] {name}: training")
             assert lock is not None
             lock.start_heartbeat()
+        started = time.monotonic()
         try:
-            fit(cfg, resume=True)
+            metrics = fit(cfg, resume=True)
         except BaseException:
             if coord.rank == 0:
                 _log(f"[{i}/{total}] {name}: failed (its lock is released; rerun to resume it)")
@@ -653,6 +655,13 @@ def _run_jobs(plan: SweepPlan, out: Path, stale_after: float) -> dict[str, list[
         finally:
             if lock is not None:
                 lock.release()
+        if coord.rank == 0:
+            minutes, seconds = divmod(round(time.monotonic() - started), 60)
+            val = (metrics.get("val") or {}).get(plan.spec.get("metric", "auc"))
+            score = (
+                f", val {plan.spec.get('metric', 'auc').upper()} {100 * val:.2f}" if val is not None else ""
+            )
+            _log(f"[{i}/{total}] {name}: done in {minutes}m{seconds:02d}s{score}")
         done["trained"].append(name)
     coord.close()
     return done
