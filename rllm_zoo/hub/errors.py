@@ -290,6 +290,12 @@ def _map(
     def cache() -> str:
         return _cache_hint(repo_id, revision, allow_patterns) if hint else ""
 
+    def offline() -> HubError:
+        return HubError(
+            f"{where}: offline (HF_HUB_OFFLINE=1) and not in the local cache; unset HF_HUB_OFFLINE and "
+            "connect once to download it"
+        )
+
     # huggingface_hub wraps the real failure of its metadata call in LocalEntryNotFoundError: map what it wraps
     if isinstance(e, errors.LocalEntryNotFoundError) and not isinstance(e, errors.IncompleteSnapshotError):
         inner = next(
@@ -324,10 +330,7 @@ def _map(
         )
     if isinstance(e, errors.LocalEntryNotFoundError):  # offline, or nothing to say what failed
         if is_offline() or any(isinstance(c, errors.OfflineModeIsEnabled) for c in _chain(e)):
-            return HubError(
-                f"{where}: offline (HF_HUB_OFFLINE=1) and not in the local cache; unset HF_HUB_OFFLINE and "
-                "connect once to download it"
-            )
+            return offline()
         return HubError(
             f"{where}: not in the local cache and the Hub at {endpoint} cannot be reached; check the network "
             "or HF_ENDPOINT, then retry"
@@ -340,10 +343,7 @@ def _map(
     if isinstance(e, errors.HfHubHTTPError) or _status(e) is not None:
         return _map_status(e, where, endpoint, cache)
     if isinstance(e, errors.OfflineModeIsEnabled):
-        return HubError(
-            f"{where}: offline (HF_HUB_OFFLINE=1) and not in the local cache; unset HF_HUB_OFFLINE and "
-            "connect once to download it"
-        )
+        return offline()
     if isinstance(e, httpx2.ProxyError):
         return HubError(
             f"{where}: the proxy refused the connection to {endpoint} ({_first_line(e)}); check HTTPS_PROXY / "
