@@ -82,6 +82,8 @@ def test_cli_train_eval_package(medmnist_root, tiny_llm, tmp_path, capsys):
     with torch.no_grad():
         probs = torch.softmax(model(torch.stack([ds[i][0] for i in range(4)])), -1).numpy()
     np.testing.assert_allclose(probs, scores[:4], atol=1e-5)
+    card = (out / "package" / "README.md").read_text()
+    assert f"Trained with torch {torch.__version__} on cpu, {env['threads']} thread" in card
     # Grad-CAM overlays of the selected checkpoint
     assert main(["cam", str(out), "--n", "3"]) == 0
     assert (out / "cam_test.png").stat().st_size > 1000

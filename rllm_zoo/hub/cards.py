@@ -21,6 +21,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from torch import nn
 
 from ..booster import parameter_counts
+from ..environment import describe
 from ..llm.sources import LLM_PATH_ENV
 from .weights import llm_reference
 
@@ -211,6 +212,7 @@ def render_model_card(
         is_3d=is_3d,
         select_metric=(metrics or {}).get("select_metric", "validation metric"),
         selected_epoch=(metrics or {}).get("selected_epoch", "?"),
+        trained_with=describe((metrics or {})["environment"]) if (metrics or {}).get("environment") else None,
         metrics=metric_rows,
         results_note=results_note,
         plots=[{"path": p, "alt": Path(p).stem.replace("_", " ")} for p in plots],
