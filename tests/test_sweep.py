@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from conftest import ROOT
@@ -156,6 +157,9 @@ def test_spec_from_yaml_and_flags(tmp_path):
         load_sweep_spec(None, {"layers": "deep"}, {"flag": "dermamnist"})
     with pytest.raises(ValueError, match="eval_test=false has no place in a sweep"):
         load_sweep_spec(None, {}, {"flag": "dermamnist", "eval_test": "false"})
+    # a lock must outlive a few missed heartbeats, or two processes could train one run
+    with pytest.raises(ValueError, match=r"stale_after must be .* >= 90"):
+        load_sweep_spec(None, {"stale_after": "20"}, {"flag": "dermamnist"})
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -200,6 +204,10 @@ def test_welch_ci_and_p_match_scipy():
     assert welch(a, b, confidence=0.5).ci95[1] - welch(a, b, confidence=0.5).ci95[0] < 2 * half
     assert welch([0.7], [0.6, 0.65]).p is None  # one seed: no test
     assert welch([0.7, 0.7], [0.6, 0.6]).ci95 is None  # no spread: no test
+    with pytest.MonkeyPatch.context() as mp:  # SciPy's NaN (nearly identical values) never reaches Holm
+        nan = float("nan")
+        mp.setattr(stats, "ttest_ind", lambda *a, **k: SimpleNamespace(statistic=nan, pvalue=nan, df=nan))
+        assert welch([0.7, 0.8], [0.6, 0.65]).p is None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -255,6 +263,22 @@ def test_selection_on_val_never_looks_at_test(tmp_path):
     write_report(tmp_path, build_report(plan, runs))
     md = (tmp_path / "sweep.md").read_text()
     assert "on the validation split only" in md and "test numbers were not used" in md
+
+
+def test_selection_on_a_partial_grid_compares_like_with_like(tmp_path):
+    plan, runs = _synthetic()
+    llm_arms = [a.id for a in plan.arms if a.kind == "llm"]
+    lucky = llm_arms[-1]  # one seed finished so far, and a lucky one
+    runs[lucky] = runs[lucky][:1]
+    runs[lucky][0]["val"]["auc"] = 0.999
+    report = build_report(plan, runs)
+    sel = report["selection"]
+    assert sel["arm"] != lucky and sel["candidates"] == len(llm_arms) - 1 and sel["val"]["n"] == 3
+    write_report(tmp_path, report)
+    assert (
+        f"among {len(llm_arms) - 1} LLM × layer × variant arms with 3 finished seeds each"
+        in (tmp_path / "sweep.md").read_text()
+    )
 
 
 def test_report_of_a_sweep_without_finished_runs(tmp_path):
@@ -396,6 +420,20 @@ def test_lock_claim_release_and_stale_takeover(tmp_path):
     held.start_heartbeat(interval=0.05)
     time.sleep(0.5)
     assert time.time() - hb.stat().st_mtime < 5
+    # a failed touch (a network file system hiccup) does not end the heartbeat
+    real_utime, failures = os.utime, []
+
+    def flaky_utime(path, *args, **kwargs):
+        if len(failures) < 3:
+            failures.append(path)
+            raise OSError("stale file handle")
+        return real_utime(path, *args, **kwargs)
+
+    os.utime(hb, (old, old))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "utime", flaky_utime)
+        time.sleep(0.6)
+    assert len(failures) == 3 and time.time() - hb.stat().st_mtime < 5
     held.release()
     assert not hb.exists()
 

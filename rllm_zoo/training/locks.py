@@ -27,7 +27,7 @@ from typing import Any
 
 __all__ = ["HEARTBEAT_S", "RunLock", "claim_lock", "lock_stale", "read_lock", "wait_for_lock"]
 
-#: how often a holder touches its lock file; ``stale_after`` must be well above it
+#: how often a holder touches its lock file; a sweep's ``stale_after`` is at least 3 beats
 HEARTBEAT_S = 30.0
 
 
@@ -81,12 +81,17 @@ class RunLock:
     def start_heartbeat(self, interval: float = HEARTBEAT_S) -> RunLock:
         def beat() -> None:
             while not self._stop.wait(interval):
-                if not self.held():
-                    return
+                holder = read_lock(self.path)
+                if holder is not None and holder.get("token") != self.token:
+                    return  # taken over: not ours to keep alive
+                if holder is None and not self.path.exists():
+                    return  # released or removed
                 try:
                     os.utime(self.path)
-                except OSError:
+                except FileNotFoundError:
                     return
+                except OSError:
+                    continue  # a transient failure (e.g. a network file system): try at the next beat
 
         self._thread = threading.Thread(target=beat, name=f"heartbeat {self.path.name}", daemon=True)
         self._thread.start()
@@ -178,11 +183,11 @@ def claim_lock(path: str | os.PathLike, stale_after: float = 600.0, what: str = 
     return None
 
 
-def wait_for_lock(path: Path, stale_after: float, timeout: float = 120.0) -> RunLock | None:
+def wait_for_lock(path: Path, stale_after: float, timeout: float = 120.0, what: str = "") -> RunLock | None:
     """:func:`claim_lock`, retried until ``timeout`` seconds have passed (then ``None``)."""
     deadline = time.monotonic() + timeout
     while True:
-        lock = claim_lock(path, stale_after, what="report")
+        lock = claim_lock(path, stale_after, what=what)
         if lock is not None or time.monotonic() > deadline:
             return lock
         time.sleep(0.2)

@@ -60,7 +60,7 @@ from typing import Any
 
 from ..atomic import atomic_write_text
 from .config import TrainConfig, load_config, read_yaml_mapping
-from .locks import RunLock, claim_lock, lock_stale, read_lock, wait_for_lock
+from .locks import HEARTBEAT_S, RunLock, claim_lock, lock_stale, read_lock, wait_for_lock
 
 __all__ = [
     "CONTROLS",
@@ -265,8 +265,11 @@ class SweepSpec:
             raise ValueError(f"metric={self.metric!r} is not one of auc, acc")
         if self.select_on not in ("val", "none"):
             raise ValueError(f"select_on={self.select_on!r} is not one of val, none")
-        if not (isinstance(self.stale_after, (int, float)) and self.stale_after > 0):
-            raise ValueError(f"stale_after must be a number of seconds > 0, got {self.stale_after!r}")
+        if not (isinstance(self.stale_after, (int, float)) and self.stale_after >= 3 * HEARTBEAT_S):
+            raise ValueError(
+                f"stale_after must be a number of seconds >= {3 * HEARTBEAT_S:g} (three heartbeats of a "
+                f"lock holder), got {self.stale_after!r}"
+            )
         for layer in [*self.layers, *(r for r in self.random_layers if r != "all")]:
             resolve_layer(layer, 10_000)  # the syntax; the range is checked per LLM
         if "all" in self.random_layers and len(self.random_layers) > 1:
@@ -740,7 +743,9 @@ def run_sweep(
     report: dict[str, Any] = {}
     if rank == 0:
         stale_after = float(plan.spec.get("stale_after", 600.0))
-        lock = wait_for_lock(folder / "locks" / "report.lock", stale_after)
+        lock = wait_for_lock(folder / "locks" / "report.lock", stale_after, what="report")
+        if lock is None:
+            _log("another process held the report lock for 2 min; writing the report anyway")
         try:  # serialised, so the last process to finish writes the complete report
             report = build_report(plan, collect_runs(folder, plan), busy=_busy_runs(folder, plan))
             write_report(folder, report)

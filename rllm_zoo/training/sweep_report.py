@@ -191,6 +191,9 @@ def build_report(
 def _select(plan: SweepPlan, runs: dict[str, list[dict[str, Any]]], metric: str) -> dict[str, Any] | None:
     candidates = [a for a in plan.arms if a.kind == "llm"]
     val_only = {a.id: _values(runs.get(a.id, []), "val", metric) for a in candidates}
+    # a partial grid: only arms with the most finished seeds compete (a mean of 1 seed is not a mean of 3)
+    most = max((len(v) for v in val_only.values()), default=0)
+    val_only = {k: v for k, v in val_only.items() if len(v) == most}
     chosen = select_arm(val_only)  # validation numbers only
     if chosen is None:
         return None
@@ -346,7 +349,9 @@ def write_markdown(report: dict[str, Any], path: str | os.PathLike) -> None:
     else:
         lines.append(
             f"Chosen **on the validation split only** (the highest mean val {metric} over seeds among "
-            f"{sel['candidates']} LLM × layer × variant arms; test numbers were not used): **{sel['arm']}** "
+            f"{sel['candidates']} LLM × layer × variant arms"
+            + ("" if st["complete"] else f" with {sel['val']['n']} finished seeds each")
+            + f"; test numbers were not used): **{sel['arm']}** "
             f"(`{sel['llm']}`, layer {sel['layer']} of {sel['num_layers']}, {sel['variant']}), val {metric} "
             f"{_pct(sel['val'])} (n = {sel['val']['n']}; optimistic: it is the maximum over the arms). "
             f"Its test {metric}, reported once: **{_pct(sel['test'])}** (n = {sel['test']['n']})."

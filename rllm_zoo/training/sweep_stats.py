@@ -85,6 +85,8 @@ def welch(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> W
     from scipy.stats import ttest_ind
 
     res = ttest_ind(a, b, equal_var=False)
+    if not math.isfinite(res.pvalue):  # e.g. values so close that the variance underflows
+        return Welch(diff, n, m, None, None, None, None)
     ci = res.confidence_interval(confidence)
     return Welch(
         diff, n, m, float(res.statistic), float(res.df), (float(ci.low), float(ci.high)), float(res.pvalue)
