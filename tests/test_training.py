@@ -54,7 +54,7 @@ def test_cli_train_eval_package(medmnist_root, tiny_llm, tmp_path, capsys):
     assert set(metrics["test"]) == {"acc", "auc", "loss"} and 0 <= metrics["test"]["auc"] <= 1
     env = metrics["environment"]  # where the numbers come from travels with them
     assert env["torch"] == torch.__version__ and env["device"] == "cpu" and env["threads"] >= 1
-    assert env["rllm_zoo"] and env["git_commit"]  # the tests run from the source checkout
+    assert env["rllm_zoo"] and (env["git_commit"] is not None) == (ROOT / ".git").exists()
     for name in (
         "config.yaml",
         "log.jsonl",
@@ -195,6 +195,9 @@ def test_resume_after_sigkill_reaches_the_same_metrics(medmnist_root, tiny_llm, 
     a = json.loads((ref / "metrics.json").read_text())
     b = json.loads((crashed / "metrics.json").read_text())
     assert b["selected_epoch"] == a["selected_epoch"]
+    # the environment is the one training started in; the resumed session is listed after it
+    assert "resumed_in" not in a and len(b["resumed_in"]) == 1
+    assert b["environment"]["torch"] == b["resumed_in"][0]["torch"] == torch.__version__
     for split in ("val", "test"):
         for key in ("acc", "auc", "loss"):
             assert b[split][key] == pytest.approx(a[split][key], abs=1e-6), (split, key)
@@ -225,6 +228,12 @@ def test_ddp_two_processes_match_single_process(medmnist_root, tiny_llm, tmp_pat
     a = json.loads((single / "metrics.json").read_text())
     b = json.loads((ddp / "metrics.json").read_text())
     assert b["test"]["loss"] == pytest.approx(a["test"]["loss"], abs=1e-4)
+    assert a["environment"]["world_size"] == 1 and b["environment"]["world_size"] == 2
+    # an error on rank 0 alone (the folder holds a run) stops every rank, instead of leaving rank 1 waiting
+    again = subprocess.run(
+        cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert again.returncode != 0 and "already holds a run" in again.stderr, again.stderr[-3000:]
     wa = load_checkpoint(single / "last.pt")["model"]
     wb = load_checkpoint(ddp / "last.pt")["model"]
     for k in wa:

@@ -74,6 +74,15 @@ def _distributed() -> tuple[int, int, bool]:
     return 0, 1, created
 
 
+def _from_rank0(value: Any, world: int) -> Any:
+    """Rank 0's ``value`` on every rank (``value`` itself without a process group)."""
+    if world == 1:
+        return value
+    obj = [value]
+    dist.broadcast_object_list(obj, src=0)
+    return obj[0]
+
+
 def _device(cfg: TrainConfig, rank: int) -> torch.device:
     if cfg.device != "auto":
         return torch.device(cfg.device)
@@ -217,6 +226,7 @@ def _train_epoch(
     steps: int,
     step: int,
     show: bool,
+    world: int,
 ) -> tuple[float, int]:
     """One pass over the training batches; returns (mean training loss over all ranks, global step)."""
     model.train()
@@ -231,8 +241,15 @@ def _train_epoch(
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
             logits = model(x)
         loss = criterion(logits.float(), targets_for_loss(info, y))
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch}, step {i}; lower --lr")
+        finite = torch.isfinite(loss.detach()).to(torch.float32)
+        if world > 1:  # a rank alone with a bad loss would leave the others waiting in backward
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        if not finite.item():
+            raise FloatingPointError(
+                f"loss became {loss.item()} at epoch {epoch}, step {i}"
+                + (" (on at least one rank)" if world > 1 else "")
+                + "; lower --lr"
+            )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
@@ -245,7 +262,7 @@ def _train_epoch(
         running += loss.item() * len(x)
         seen += len(x)
         batches.set_postfix(loss=f"{running / seen:.4f}")
-    if dist.is_available() and dist.is_initialized():
+    if world > 1:
         t = torch.tensor([running, seen], dtype=torch.float64, device=device)
         dist.all_reduce(t)
         running, seen = float(t[0]), int(t[1])
@@ -267,6 +284,7 @@ def _end_epoch(
     best: float | None,
     train_loss: float,
     started: float,
+    environments: list[dict[str, Any]],
 ) -> dict[str, Any]:
     """Validate, log and checkpoint a finished epoch (rank 0); returns its log record.
 
@@ -295,7 +313,14 @@ def _end_epoch(
     history.append(record)
     save_checkpoint(
         out / "last.pt",
-        {**common, "optimizer": opt.state_dict(), "step": step, "best": best, "history": history},
+        {
+            **common,
+            "optimizer": opt.state_dict(),
+            "step": step,
+            "best": best,
+            "history": history,
+            "environments": environments,
+        },
     )
     with open(out / "log.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
@@ -324,8 +349,21 @@ def fit(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
                 "choose another --out for the new settings"
             )
         return json.loads((out / "metrics.json").read_text(encoding="utf-8"))
-    state = _prepare_out(out, cfg, resume) if rank == 0 else None
+    outcome: Any = None
+    if rank == 0:
+        try:
+            outcome = _prepare_out(out, cfg, resume)
+        except Exception as e:
+            if world == 1:
+                raise
+            outcome = e  # every rank stops, not rank 0 alone (the others would wait for it forever)
+    outcome = _from_rank0(outcome, world)
+    if isinstance(outcome, Exception):
+        raise outcome
+    state: dict | None = outcome
     show = cfg.progress and rank == 0
+    # where the numbers come from: recorded when training starts, kept across resumes
+    environments = [*((state or {}).get("environments") or []), environment(device, world_size=world)]
 
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, info).to(device)
@@ -350,10 +388,6 @@ def fit(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     amp = _autocast_dtype(cfg, device)
 
     start_epoch, step, best, history = 1, 0, None, []
-    if world > 1:
-        obj = [state]
-        dist.broadcast_object_list(obj, src=0)
-        state = obj[0]
     if state is not None:
         load_weights(model, state)
         opt.load_state_dict(state["optimizer"])
@@ -390,6 +424,7 @@ def fit(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
             steps=steps,
             step=step,
             show=show,
+            world=world,
         )
         if rank == 0:
             record = _end_epoch(
@@ -406,6 +441,7 @@ def fit(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
                 best=best,
                 train_loss=train_loss,
                 started=t0,
+                environments=environments,
             )
             best = record["best_value"] if record["best"] else best
             epochs.set_postfix(val_auc=f"{record['val_auc']:.3f}", val_acc=f"{record['val_acc']:.3f}")
@@ -414,7 +450,7 @@ def fit(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
 
     result: dict[str, Any] = {}
     if rank == 0:
-        result = _finish(cfg, data, _unwrap(model), history, test_loader, device, amp)
+        result = _finish(cfg, data, _unwrap(model), history, test_loader, device, amp, environments)
     if world > 1:
         dist.barrier()
         if owns_group:  # re-creating a group on torchrun's store can read the old group's addresses
@@ -422,7 +458,7 @@ def fit(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     return result
 
 
-def _finish(cfg, data: RunData, model, history, test_loader, device, amp) -> dict[str, Any]:
+def _finish(cfg, data: RunData, model, history, test_loader, device, amp, environments) -> dict[str, Any]:
     """Load the validation-selected checkpoint and evaluate the test split, once.
 
     With ``eval_test=False`` (recipe tuning) the test split is neither read nor scored:
@@ -459,7 +495,8 @@ def _finish(cfg, data: RunData, model, history, test_loader, device, amp) -> dic
         "epochs": cfg.epochs,
         "train_seconds": round(sum(h["seconds"] for h in history), 1),
         **dict(zip(("params_trainable", "params_frozen"), parameter_counts(model))),
-        "environment": environment(device),
+        "environment": environments[0],  # where training started; later sessions of a resumed run:
+        **({"resumed_in": environments[1:]} if len(environments) > 1 else {}),
     }
     title = f"{info.title} {cfg.model} booster={cfg.booster} seed={cfg.seed}"
     plot_curves(history, out / "curves.png", title)
