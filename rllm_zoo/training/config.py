@@ -13,7 +13,11 @@ import yaml
 
 from ..atomic import atomic_write_text
 
-__all__ = ["TrainConfig", "atomic_write_text", "load_config", "recipe_names", "recipe_values"]
+__all__ = ["RUNTIME_KEYS", "TrainConfig", "atomic_write_text", "load_config", "recipe_names", "recipe_values"]
+
+#: TrainConfig keys that change how a run executes, not what it computes: they may differ when a
+#: run is resumed or a finished run is checked (``fit(resume=True)``, ``rllm-zoo sweep``).
+RUNTIME_KEYS: tuple[str, ...] = ("progress", "device", "workers")
 
 
 @dataclass

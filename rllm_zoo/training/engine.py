@@ -42,7 +42,7 @@ from .checkpoint import (
     save_checkpoint,
     trainable_state,
 )
-from .config import TrainConfig, atomic_write_text
+from .config import RUNTIME_KEYS, TrainConfig, atomic_write_text
 from .evaluation import loss_fn, predict, targets_for_loss
 from .models import build_model
 from .plots import plot_curves, plot_roc
@@ -184,7 +184,7 @@ def _changed_settings(out: Path, cfg: TrainConfig) -> list[str]:
     from .config import load_config
 
     saved = load_config(out / "config.yaml").to_dict()
-    ignore = ("progress", "out", "device", "workers")
+    ignore = (*RUNTIME_KEYS, "out")
     return [
         f"{k}: {saved.get(k)!r} -> {v!r}"
         for k, v in cfg.to_dict().items()

@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_write_text
-from .config import TrainConfig, load_config, read_yaml_mapping
+from .config import RUNTIME_KEYS, TrainConfig, load_config, read_yaml_mapping
 from .locks import HEARTBEAT_S, RunLock, claim_lock, lock_stale, read_lock, wait_for_lock
 
 __all__ = [
@@ -84,8 +84,6 @@ CONTROLS: tuple[str, ...] = ("baseline", "mlp", "random")
 NAMED_LAYERS: dict[str, float] = {"first": 0.0, "middle": 0.5, "last": 1.0}
 #: TrainConfig keys the sweep sets per run (the rest is shared by all runs).
 PER_RUN_KEYS: tuple[str, ...] = ("llm", "llm_layer", "booster", "seed", "out")
-#: TrainConfig keys that may differ between invocations on one folder (as in ``fit(resume=True)``).
-ENGINE_KEYS: tuple[str, ...] = ("progress", "device", "workers")
 #: Keys of a sweep YAML file that configure the sweep; every other key is a TrainConfig key.
 SWEEP_KEYS: tuple[str, ...] = (
     "llms",
@@ -517,7 +515,7 @@ def plan_sweep(spec: SweepSpec, num_layers: Callable[[str], int] = llm_num_layer
 
 
 def _shared_settings(base: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in base.items() if k not in ENGINE_KEYS}
+    return {k: v for k, v in base.items() if k not in RUNTIME_KEYS}
 
 
 def _check_plan(out: Path, plan: SweepPlan) -> None:
