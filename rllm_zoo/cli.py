@@ -133,7 +133,9 @@ def _add_sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--select-on", choices=["val", "none"], default=None, help="choose the layer on val (default)"
     )
-    p.add_argument("--stale-after", help="seconds without heartbeat before a run's lock is taken over (600)")
+    p.add_argument(
+        "--stale-after", help="seconds without heartbeat before a run's lock is taken over (600; at least 90)"
+    )
     p.add_argument("--out", default=None, help="the sweep folder (default: runs/sweep)")
     p.add_argument(
         "--report-only", action="store_true", help="rebuild sweep.json/.md/.png from finished runs"
