@@ -74,7 +74,7 @@ def _distributed() -> tuple[int, int, bool]:
     return 0, 1, created
 
 
-def _from_rank0(value: Any, world: int) -> Any:
+def from_rank0(value: Any, world: int) -> Any:
     """Rank 0's ``value`` on every rank (``value`` itself without a process group)."""
     if world == 1:
         return value
@@ -357,13 +357,17 @@ def fit(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
             if world == 1:
                 raise
             outcome = e  # every rank stops, not rank 0 alone (the others would wait for it forever)
-    outcome = _from_rank0(outcome, world)
+    outcome = from_rank0(outcome, world)
     if isinstance(outcome, Exception):
         raise outcome
     state: dict | None = outcome
     show = cfg.progress and rank == 0
     # where the numbers come from: recorded when training starts, kept across resumes
-    environments = [*((state or {}).get("environments") or []), environment(device, world_size=world)]
+    environments = (  # used by rank 0 alone (checkpoints, metrics)
+        [*((state or {}).get("environments") or []), environment(device, world_size=world)]
+        if rank == 0
+        else []
+    )
 
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, info).to(device)

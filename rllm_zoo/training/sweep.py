@@ -582,14 +582,10 @@ class _Coordinator:
 
     def share(self, value: Any) -> Any:
         """Rank 0's ``value``, on every rank."""
-        if self.world == 1:
-            return value
-        import torch.distributed as dist
+        from .engine import from_rank0
 
         self.ensure()
-        obj = [value]
-        dist.broadcast_object_list(obj, src=0)
-        return obj[0]
+        return from_rank0(value, self.world)
 
     def close(self) -> None:
         """Leave no process group behind (the last run may have been a finished one)."""
