@@ -374,3 +374,57 @@ def test_ddp_skips_only_the_frozen_block_in_its_buffer_sync(tmp_path):
         assert ddp.module is model and ddp.broadcast_buffers  # BatchNorm statistics follow rank 0 each step
     finally:
         dist.destroy_process_group()
+
+
+def _nan_on_one_rank(rank: int, store: str, results: str) -> None:
+    """Worker for the test below: rank 1's second batch holds a NaN; every rank records what it raised."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    import torch.distributed as dist
+    from torch import nn
+
+    from rllm_zoo.training.engine import _train_epoch
+
+    torch.manual_seed(0)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    try:
+        model = nn.parallel.DistributedDataParallel(nn.Linear(4, 3))
+        batches = [(torch.randn(2, 4), torch.tensor([[0], [1]])) for _ in range(3)]
+        if rank == 1:
+            batches[1][0][0, 0] = float("nan")
+        try:
+            _train_epoch(
+                model,
+                batches,
+                torch.optim.SGD(model.parameters(), lr=0.1),
+                SimpleNamespace(step_update=lambda step: None),
+                nn.CrossEntropyLoss(),
+                SimpleNamespace(multi_label=False),
+                SimpleNamespace(grad_clip=None),
+                torch.device("cpu"),
+                None,
+                epoch=0,
+                steps=3,
+                step=0,
+                show=False,
+                world=2,
+            )
+            outcome = "finished"
+        except Exception as e:  # the test compares what each rank saw
+            outcome = f"{type(e).__name__}: {e}"
+        Path(results, f"rank{rank}").write_text(outcome)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_non_finite_loss_on_one_rank_stops_every_rank(tmp_path):
+    """Rank 1 alone sees NaN: both ranks stop at the same step, instead of rank 0 waiting in backward."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_nan_on_one_rank, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
+    seen = {r: (tmp_path / f"rank{r}").read_text() for r in (0, 1)}
+    assert seen[1] == "FloatingPointError: loss became nan at epoch 0, step 1; lower --lr", seen
+    assert (
+        seen[0] == "FloatingPointError: loss became non-finite on another rank at epoch 0, step 1; lower --lr"
+    ), seen

@@ -242,14 +242,12 @@ def _train_epoch(
             logits = model(x)
         loss = criterion(logits.float(), targets_for_loss(info, y))
         finite = torch.isfinite(loss.detach()).to(torch.float32)
+        here = bool(finite.item())
         if world > 1:  # a rank alone with a bad loss would leave the others waiting in backward
             dist.all_reduce(finite, op=dist.ReduceOp.MIN)
         if not finite.item():
-            raise FloatingPointError(
-                f"loss became {loss.item()} at epoch {epoch}, step {i}"
-                + (" (on at least one rank)" if world > 1 else "")
-                + "; lower --lr"
-            )
+            where = f"loss became {loss.item()}" if not here else "loss became non-finite on another rank"
+            raise FloatingPointError(f"{where} at epoch {epoch}, step {i}; lower --lr")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
