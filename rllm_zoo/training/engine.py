@@ -246,8 +246,8 @@ def _train_epoch(
         if world > 1:  # a rank alone with a bad loss would leave the others waiting in backward
             dist.all_reduce(finite, op=dist.ReduceOp.MIN)
         if not finite.item():
-            where = f"loss became {loss.item()}" if not here else "loss became non-finite on another rank"
-            raise FloatingPointError(f"{where} at epoch {epoch}, step {i}; lower --lr")
+            what = "non-finite on another rank" if here else str(loss.item())
+            raise FloatingPointError(f"loss became {what} at epoch {epoch}, step {i}; lower --lr")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
