@@ -241,12 +241,12 @@ def _train_epoch(
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
             logits = model(x)
         loss = criterion(logits.float(), targets_for_loss(info, y))
-        finite = torch.isfinite(loss.detach()).to(torch.float32)
-        here = bool(finite.item())
+        here = torch.isfinite(loss.detach()).to(torch.float32)
+        finite = here.clone()
         if world > 1:  # a rank alone with a bad loss would leave the others waiting in backward
             dist.all_reduce(finite, op=dist.ReduceOp.MIN)
         if not finite.item():
-            what = "non-finite on another rank" if here else str(loss.item())
+            what = "non-finite on another rank" if here.item() else str(loss.item())
             raise FloatingPointError(f"loss became {what} at epoch {epoch}, step {i}; lower --lr")
         opt.zero_grad(set_to_none=True)
         loss.backward()
