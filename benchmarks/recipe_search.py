@@ -48,6 +48,9 @@ CANDIDATES: dict[str, dict[str, dict[str, Any]]] = {
         "small_e10_strong": dict(_ADRENAL_BASE, epochs=10, aug="strong"),
         "small_e10_none": dict(_ADRENAL_BASE, epochs=10, aug="none"),
         "small_e10_light_do0.1": dict(_ADRENAL_BASE, epochs=10, model_kwargs={"dropout_rate": 0.1}),
+        # stronger AdamW weight decay (TrainConfig's default is 0.05) and half the learning rate
+        "small_e10_light_wd0.1": dict(_ADRENAL_BASE, epochs=10, weight_decay=0.1),
+        "small_e10_light_lr2.5e-4": dict(_ADRENAL_BASE, epochs=10, lr=2.5e-4),
     },
 }
 
